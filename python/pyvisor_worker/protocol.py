@@ -1,0 +1,192 @@
+"""Framing and envelope of the pyvisor wire protocol (``docs/protocol.md``).
+
+A frame is a big-endian ``u32`` payload length followed by the payload, one MessagePack value
+``[op, id, body]``. Reading and writing go straight to the pipe fds with ``os.read`` and
+``os.write``; writes are serialised by a lock so that the I/O thread (``PONG``) and the interpreter
+thread (``OK``/``ERROR``) never interleave their frames.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from typing import Any, Optional, Tuple
+
+from . import value
+
+PROTOCOL_VERSION = 1
+"""The protocol version this package speaks."""
+
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+"""Maximum frame payload size when ``PYVISOR_MAX_FRAME`` is not set (64 MiB)."""
+
+# Operation codes ("Operations").
+READY = 0
+CALL = 1
+OK = 2
+ERROR = 3
+PING = 4
+PONG = 5
+SHUTDOWN = 6
+
+# Error kinds ("ERROR").
+KIND_EXCEPTION = "exception"
+KIND_ENCODE = "encode"
+KIND_FRAME_TOO_LARGE = "frame_too_large"
+KIND_BAD_REQUEST = "bad_request"
+KIND_UNKNOWN_OP = "unknown_op"
+
+# Worker exit statuses ("Worker exit statuses").
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""Python itself failed, e.g. a ``PYVISOR_PRELOAD`` import."""
+EXIT_USAGE = 2
+"""Not in the protocol table ("other"): the launch environment is unusable (missing fd variables)."""
+EXIT_PROTOCOL = 3
+EXIT_VERSION = 4
+
+_LEN = struct.Struct(">I")
+_U8 = struct.Struct(">BB")
+_U16 = struct.Struct(">BH")
+_U32 = struct.Struct(">BI")
+_U64 = struct.Struct(">BQ")
+_READ_CHUNK = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The peer broke a wire rule: a bad, truncated or oversize frame."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame payload above the size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+def _uint(n: int) -> bytes:
+    """The shortest MessagePack encoding of the unsigned integer ``n``."""
+    if n < 0x80:
+        return bytes((n,))
+    if n <= 0xFF:
+        return _U8.pack(0xCC, n)
+    if n <= 0xFFFF:
+        return _U16.pack(0xCD, n)
+    if n <= 0xFFFFFFFF:
+        return _U32.pack(0xCE, n)
+    return _U64.pack(0xCF, n)
+
+
+def envelope_header(op: int, request_id: int) -> bytes:
+    """The MessagePack bytes of ``[op, id,`` : the envelope without its body."""
+    return b"\x93" + _uint(op) + _uint(request_id)
+
+
+def encode_envelope(op: int, request_id: int, body: bytes) -> bytes:
+    """A frame payload ``[op, id, body]`` around an already encoded ``body``."""
+    return envelope_header(op, request_id) + body
+
+
+def decode_envelope(payload: bytes) -> Tuple[int, int, Any]:
+    """Split a frame payload into ``(op, id, body)``; the body is decoded too.
+
+    Raises ``ProtocolError`` when the payload is not a MessagePack ``[op, id, body]`` array.
+    """
+    try:
+        message = value.decode(payload)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"malformed frame: {exc}") from None
+    if type(message) is not list or len(message) != 3:
+        raise ProtocolError("malformed frame: envelope is not [op, id, body]")
+    op, request_id, body = message
+    if type(op) is not int or op < 0:
+        raise ProtocolError("malformed frame: bad op")
+    if type(request_id) is not int or request_id < 0:
+        raise ProtocolError("malformed frame: bad id")
+    return op, request_id, body
+
+
+def _read_exact(fd: int, n: int) -> Optional[bytes]:
+    """Exactly ``n`` bytes from ``fd``, or ``None`` at end of stream before the first byte."""
+    data = os.read(fd, n if n <= _READ_CHUNK else _READ_CHUNK)
+    if len(data) == n:
+        return data
+    if not data:
+        return None
+    chunks = [data]
+    got = len(data)
+    while got < n:
+        rest = n - got
+        chunk = os.read(fd, rest if rest <= _READ_CHUNK else _READ_CHUNK)
+        if not chunk:
+            raise ProtocolError(f"end of stream inside a frame ({got} of {n} bytes read)")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int, max_frame: int) -> Optional[bytes]:
+    """The payload of the next frame on ``fd``, or ``None`` at a clean end of stream.
+
+    The length is checked against ``max_frame`` before the payload is read. A stream that ends
+    inside a frame, or an oversize length, raises ``ProtocolError``.
+    """
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    if len(head) != 4:  # pragma: no cover - _read_exact guarantees it
+        raise ProtocolError("short frame header")
+    (size,) = _LEN.unpack(head)
+    if size > max_frame * 2:
+        raise FrameTooLarge(size, max_frame)
+    if size == 0:
+        return b""
+    payload = _read_exact(fd, size)
+    if payload is None:
+        raise ProtocolError(f"end of stream inside a frame (0 of {size} bytes read)")
+    return payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    view = memoryview(data)
+    total = len(view)
+    while written < total:
+        n = os.write(fd, view[written:])
+        if n <= 0:  # pragma: no cover - a blocking pipe never writes nothing
+            raise BrokenPipeError("write made no progress")
+        written += n
+
+
+class FrameWriter:
+    """Writes whole frames to ``fd``, one at a time, from any thread.
+
+    ``send`` refuses a payload above ``max_frame`` with ``FrameTooLarge`` before writing anything,
+    so the limit is enforced on the sending side too.
+    """
+
+    __slots__ = ("_fd", "_max_frame", "_lock")
+
+    def __init__(self, fd: int, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._fd = fd
+        self._max_frame = max_frame
+        self._lock = threading.Lock()
+
+    @property
+    def max_frame(self) -> int:
+        return self._max_frame
+
+    def send(self, op: int, request_id: int, body: bytes) -> None:
+        """Write the frame ``[op, request_id, body]``; ``body`` is already MessagePack-encoded."""
+        header = envelope_header(op, request_id)
+        size = len(header) + len(body)
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        frame = b"".join((_LEN.pack(size), header, body))
+        with self._lock:
+            _write_all(self._fd, frame)

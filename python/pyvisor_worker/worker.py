@@ -1,0 +1,305 @@
+"""The worker process: handshake, the I/O thread and the interpreter thread.
+
+``main()`` runs on the process's main thread, which is the **interpreter thread**: it runs every
+call, one at a time, in arrival order. A daemon **I/O thread** reads frames, answers ``PING`` itself
+(so a busy worker still answers) and queues everything else for the interpreter thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import sys
+import threading
+import traceback
+from typing import Any, Dict, Optional, Tuple
+
+from . import __version__, calls, value
+from .protocol import (
+    CALL,
+    DEFAULT_MAX_FRAME,
+    ERROR,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    EXIT_VERSION,
+    KIND_ENCODE,
+    KIND_FRAME_TOO_LARGE,
+    KIND_UNKNOWN_OP,
+    OK,
+    PING,
+    PONG,
+    PROTOCOL_VERSION,
+    READY,
+    SHUTDOWN,
+    FrameTooLarge,
+    FrameWriter,
+    ProtocolError,
+    decode_envelope,
+    read_frame,
+)
+
+__all__ = ["main", "WATCHDOG_SECONDS"]
+
+WATCHDOG_SECONDS = 2.0
+"""After the request channel closes, the process exits this long later even if a call is stuck."""
+
+_NIL = b"\xc0"
+_STOP = object()
+_Item = Tuple[int, int, Any]
+
+
+class _StartupError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _say(message: str) -> None:
+    """One line for the host's stderr capture."""
+    try:
+        sys.stderr.write(f"pyvisor worker: {message}\n")
+        sys.stderr.flush()
+    except Exception:  # stderr closed or broken: nothing else to report to
+        pass
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def _env_fd(name: str) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        raise _StartupError(f"{name} is not set", EXIT_USAGE)
+    try:
+        fd = int(raw)
+    except ValueError:
+        raise _StartupError(f"{name}={raw!r} is not a file descriptor", EXIT_USAGE) from None
+    if fd < 0:
+        raise _StartupError(f"{name}={raw!r} is not a file descriptor", EXIT_USAGE)
+    return fd
+
+
+def _check_protocol() -> None:
+    raw = os.environ.get("PYVISOR_PROTOCOL")
+    try:
+        host = int(raw) if raw is not None else None
+    except ValueError:
+        host = None
+    if host != PROTOCOL_VERSION:
+        raise _StartupError(
+            f"protocol version mismatch: the host speaks PYVISOR_PROTOCOL={raw!r}, "
+            f"this worker (pyvisor-worker {__version__}) speaks {PROTOCOL_VERSION}",
+            EXIT_VERSION,
+        )
+
+
+def _max_frame() -> int:
+    raw = os.environ.get("PYVISOR_MAX_FRAME")
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_FRAME
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise _StartupError(f"PYVISOR_MAX_FRAME={raw!r} is not a positive integer", EXIT_USAGE)
+    return limit
+
+
+def _preload() -> None:
+    for name in os.environ.get("PYVISOR_PRELOAD", "").split(","):
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            _say(f"PYVISOR_PRELOAD: importing {name!r} failed")
+            traceback.print_exc()
+            raise _StartupError(f"preload of {name!r} failed", EXIT_FAILURE) from None
+
+
+def _ready_body() -> Dict[str, Any]:
+    import platform
+
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "package": __version__,
+    }
+
+
+def _line_buffered_stdout() -> None:
+    # stdout is a pipe, so Python would block-buffer it and the host would see prints late.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(line_buffering=True)
+        except Exception:
+            pass
+
+
+def _arm_exit_timer(delay: float, status: int) -> None:
+    timer = threading.Timer(delay, os._exit, args=(status,))
+    timer.daemon = True
+    timer.name = "pyvisor-watchdog"
+    timer.start()
+
+
+def _io_loop(fd_in: int, max_frame: int, writer: FrameWriter, items: "queue.SimpleQueue[Any]") -> None:
+    """The I/O thread: read frames until ``SHUTDOWN`` or end of stream."""
+    put = items.put
+    send = writer.send
+    try:
+        while True:
+            payload = read_frame(fd_in, max_frame)
+            if payload is None:
+                break  # the host closed the channel (or died)
+            op, request_id, body = decode_envelope(payload)
+            if op == PING:
+                send(PONG, request_id, _NIL)
+            elif op == SHUTDOWN:
+                put(_STOP)
+                return
+            else:
+                put((op, request_id, body))
+    except ProtocolError as exc:
+        _say(f"protocol violation from the host: {exc}")
+        _flush_stdio()
+        os._exit(EXIT_PROTOCOL)
+    except OSError:
+        pass  # the channel broke (e.g. PONG to a host that is gone): same as end of stream
+    except BaseException:  # a bug here would leave the worker deaf: fail loudly instead
+        _say("I/O thread failed")
+        traceback.print_exc()
+        _flush_stdio()
+        os._exit(EXIT_FAILURE)
+    put(_STOP)
+    _arm_exit_timer(WATCHDOG_SECONDS, EXIT_OK)
+
+
+def _truncate(text: str, limit: int, keep_tail: bool) -> str:
+    if len(text) <= limit:
+        return text
+    marker = "...[truncated]..."
+    keep = max(0, limit - len(marker))
+    return marker + text[len(text) - keep:] if keep_tail else text[:keep] + marker
+
+
+def _send_error(writer: FrameWriter, request_id: int, error: Dict[str, str]) -> None:
+    try:
+        body = value.encode(error)
+    except value.EncodeError:
+        # A message or traceback with lone surrogates (e.g. undecodable file names).
+        error = {
+            k: v.encode("utf-8", "backslashreplace").decode("utf-8") for k, v in error.items()
+        }
+        body = value.encode(error)
+    try:
+        writer.send(ERROR, request_id, body)
+        return
+    except FrameTooLarge:
+        pass
+    limit = writer.max_frame // 16
+    error = dict(error)
+    error["message"] = _truncate(error["message"], limit, keep_tail=False)
+    error["traceback"] = _truncate(error["traceback"], limit, keep_tail=True)
+    try:
+        writer.send(ERROR, request_id, value.encode(error))
+    except FrameTooLarge:  # an absurdly small PYVISOR_MAX_FRAME: send the bare kind
+        writer.send(ERROR, request_id, value.encode(calls.error_map(error["kind"])))
+
+
+def _type_of(obj: Any) -> Tuple[str, str]:
+    cls = type(obj)
+    return cls.__qualname__, cls.__module__ or ""
+
+
+def _serve(items: "queue.SimpleQueue[Any]", writer: FrameWriter) -> int:
+    """The interpreter thread: run queued requests until the stop marker."""
+    get = items.get
+    send = writer.send
+    execute = calls.execute
+    encode = value.encode
+    EncodeError = value.EncodeError
+    try:
+        while True:
+            item = get()
+            if item is _STOP:
+                return EXIT_OK
+            op, request_id, body = item
+            if op == CALL:
+                ok, result = execute(body)
+                if ok:
+                    try:
+                        send(OK, request_id, encode(result))
+                    except EncodeError as exc:
+                        type_name, module = _type_of(result)
+                        _send_error(writer, request_id, calls.error_map(
+                            KIND_ENCODE, type_name, module, str(exc)))
+                    except FrameTooLarge as exc:
+                        type_name, module = _type_of(result)
+                        _send_error(writer, request_id, calls.error_map(
+                            KIND_FRAME_TOO_LARGE, type_name, module,
+                            f"the result ({type_name}) encodes to a {exc.size}-byte frame, "
+                            f"above the {exc.limit}-byte limit"))
+                else:
+                    _send_error(writer, request_id, result)
+                # Do not keep the last request and result alive while waiting for the next one.
+                item = body = result = None
+            else:
+                item = body = None
+                _send_error(writer, request_id, calls.error_map(
+                    KIND_UNKNOWN_OP, message=f"unknown op {op}"))
+    except OSError:
+        return EXIT_OK  # the reply channel is gone: so is the host
+
+
+def main() -> int:
+    """Run the worker; the return value is the process exit status (``docs/protocol.md``)."""
+    try:
+        fd_in = _env_fd("PYVISOR_FD_IN")
+        fd_out = _env_fd("PYVISOR_FD_OUT")
+        for fd in (fd_in, fd_out):
+            try:
+                os.set_inheritable(fd, False)
+                os.set_blocking(fd, True)
+            except OSError as exc:
+                raise _StartupError(f"protocol fd {fd} is not usable: {exc}", EXIT_USAGE) from None
+        _check_protocol()
+        max_frame = _max_frame()
+        _preload()
+    except _StartupError as exc:
+        if exc.status != EXIT_FAILURE:  # a failed preload has already told its story
+            _say(str(exc))
+        _flush_stdio()
+        return exc.status
+
+    _line_buffered_stdout()
+    writer = FrameWriter(fd_out, max_frame)
+    try:
+        writer.send(READY, 0, value.encode(_ready_body()))
+    except OSError:
+        return EXIT_OK  # the host went away before the handshake
+
+    items: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+    reader = threading.Thread(
+        target=_io_loop, args=(fd_in, max_frame, writer, items), name="pyvisor-io", daemon=True
+    )
+    reader.start()
+    status = _serve(items, writer)
+    _flush_stdio()
+    return status

@@ -1,0 +1,3 @@
+"""Imported by the worker through PYVISOR_PRELOAD in tests."""
+
+PRELOADED = True

@@ -1,0 +1,206 @@
+import os
+import struct
+import threading
+
+import msgpack
+import pytest
+
+from pyvisor_worker import PROTOCOL_VERSION, protocol
+from pyvisor_worker.protocol import (
+    FrameTooLarge,
+    FrameWriter,
+    ProtocolError,
+    decode_envelope,
+    encode_envelope,
+    envelope_header,
+    read_frame,
+)
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    fds = {"r": r, "w": w}
+    yield fds
+    for fd in fds.values():
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def close_write(pipe):
+    os.close(pipe["w"])
+    pipe["w"] = None
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def test_constants_match_the_protocol_document():
+    assert PROTOCOL_VERSION == 1
+    assert (protocol.READY, protocol.CALL, protocol.OK, protocol.ERROR, protocol.PING,
+            protocol.PONG, protocol.SHUTDOWN) == (0, 1, 2, 3, 4, 5, 6)
+    assert (protocol.EXIT_OK, protocol.EXIT_FAILURE, protocol.EXIT_PROTOCOL,
+            protocol.EXIT_VERSION) == (0, 1, 3, 4)
+    assert protocol.DEFAULT_MAX_FRAME == 64 * 1024 * 1024
+    assert {protocol.KIND_EXCEPTION, protocol.KIND_ENCODE, protocol.KIND_FRAME_TOO_LARGE,
+            protocol.KIND_BAD_REQUEST, protocol.KIND_UNKNOWN_OP} == {
+        "exception", "encode", "frame_too_large", "bad_request", "unknown_op"}
+
+
+@pytest.mark.parametrize("op", [0, 6, 31, 127, 128, 255])
+@pytest.mark.parametrize("request_id", [
+    0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 64 - 1])
+def test_the_envelope_is_what_msgpack_would_write(op, request_id):
+    body = msgpack.packb({"a": [1, 2]})
+    expected = msgpack.packb([op, request_id, {"a": [1, 2]}])
+    assert encode_envelope(op, request_id, body) == expected
+    assert envelope_header(op, request_id) + body == expected
+    assert decode_envelope(expected) == (op, request_id, {"a": [1, 2]})
+
+
+@pytest.mark.parametrize("payload", [
+    b"",
+    b"\xc1",
+    msgpack.packb(None),
+    msgpack.packb([1, 2]),
+    msgpack.packb([1, 2, 3, 4]),
+    msgpack.packb({"op": 1}),
+    msgpack.packb([-1, 1, None]),
+    msgpack.packb([1, -1, None]),
+    msgpack.packb(["1", 1, None]),
+    msgpack.packb([1, 1.0, None]),
+    msgpack.packb([True, 1, None]),
+    msgpack.packb([1, 1, None]) + b"\xc0",
+    b"\x93\x01\x01",  # body missing
+    b"\x93\x01\x01\xa1\xff",  # invalid UTF-8 in a str
+])
+def test_a_malformed_envelope_is_a_protocol_error(payload):
+    with pytest.raises(ProtocolError):
+        decode_envelope(payload)
+
+
+def test_read_frame_reads_frames_then_none_at_end_of_stream(pipe):
+    os.write(pipe["w"], frame(b"abc") + frame(b"") + frame(b"\x00" * 10))
+    close_write(pipe)
+    assert read_frame(pipe["r"], 1024) == b"abc"
+    assert read_frame(pipe["r"], 1024) == b""
+    assert read_frame(pipe["r"], 1024) == b"\x00" * 10
+    assert read_frame(pipe["r"], 1024) is None
+
+
+def test_read_frame_accepts_exactly_the_limit_and_refuses_one_more(pipe):
+    os.write(pipe["w"], frame(b"x" * 16))
+    assert read_frame(pipe["r"], 16) == b"x" * 16
+    os.write(pipe["w"], struct.pack(">I", 17))  # no payload: it must not be waited for
+    with pytest.raises(FrameTooLarge) as info:
+        read_frame(pipe["r"], 16)
+    assert (info.value.size, info.value.limit) == (17, 16)
+    assert isinstance(info.value, ProtocolError)
+
+
+@pytest.mark.parametrize("data", [b"\x00\x00", struct.pack(">I", 10) + b"abc"])
+def test_end_of_stream_inside_a_frame_is_a_protocol_error(pipe, data):
+    os.write(pipe["w"], data)
+    close_write(pipe)
+    with pytest.raises(ProtocolError):
+        read_frame(pipe["r"], 1024)
+
+
+def test_read_frame_reassembles_partial_reads(monkeypatch, pipe):
+    real_read = os.read
+    calls = []
+
+    def one_byte_read(fd, n):
+        calls.append(n)
+        return real_read(fd, 1)
+
+    os.write(pipe["w"], frame(b"hello world"))
+    monkeypatch.setattr(os, "read", one_byte_read)
+    assert read_frame(pipe["r"], 1024) == b"hello world"
+    assert len(calls) == 15
+
+
+def test_read_frame_waits_for_a_frame_written_in_pieces(pipe):
+    payload = bytes(range(256)) * 2048  # 512 KiB: larger than a pipe buffer
+    data = frame(payload)
+
+    def writer():
+        for i in range(0, len(data), 100_003):
+            os.write(pipe["w"], data[i:i + 100_003])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert read_frame(pipe["r"], len(payload)) == payload
+    finally:
+        thread.join(10)
+
+
+def read_all_frames(fd):
+    frames = []
+    while True:
+        payload = read_frame(fd, 1 << 30)
+        if payload is None:
+            return frames
+        frames.append(decode_envelope(payload))
+
+
+def test_frame_writer_writes_whole_frames_and_refuses_oversize_ones(pipe):
+    writer = FrameWriter(pipe["w"], max_frame=64)
+    writer.send(protocol.OK, 3, msgpack.packb("hi"))
+    with pytest.raises(FrameTooLarge) as info:
+        writer.send(protocol.OK, 4, msgpack.packb("x" * 64))
+    assert info.value.limit == 64
+    writer.send(protocol.PONG, 5, b"\xc0")
+    close_write(pipe)
+    assert read_all_frames(pipe["r"]) == [(protocol.OK, 3, "hi"), (protocol.PONG, 5, None)]
+
+
+def test_frame_writer_finishes_partial_writes(monkeypatch, pipe):
+    real_write = os.write
+    sizes = []
+
+    def short_write(fd, data):
+        n = real_write(fd, bytes(data[:7]))
+        sizes.append(n)
+        return n
+
+    monkeypatch.setattr(os, "write", short_write)
+    FrameWriter(pipe["w"]).send(protocol.OK, 1, msgpack.packb(list(range(20))))
+    monkeypatch.undo()
+    close_write(pipe)
+    assert read_all_frames(pipe["r"]) == [(protocol.OK, 1, list(range(20)))]
+    assert len(sizes) > 1
+
+
+def test_frame_writer_never_interleaves_frames_from_threads(pipe):
+    writer = FrameWriter(pipe["w"], max_frame=1 << 20)
+    frames_per_thread = 50
+    bodies = {t: msgpack.packb(bytes([t]) * (70_000 + t)) for t in range(4)}
+    received = []
+
+    def reader():
+        received.extend(read_all_frames(pipe["r"]))
+
+    read_thread = threading.Thread(target=reader)
+    read_thread.start()
+
+    def send_many(t):
+        for i in range(frames_per_thread):
+            writer.send(protocol.OK, t * 1000 + i, bodies[t])
+
+    threads = [threading.Thread(target=send_many, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    close_write(pipe)
+    read_thread.join(30)
+    assert len(received) == 4 * frames_per_thread
+    for op, request_id, body in received:
+        t = request_id // 1000
+        assert body == bytes([t]) * (70_000 + t)

@@ -1,0 +1,669 @@
+//! The pool actor: one per named pool, supervising its workers and routing calls by session.
+//!
+//! The pool never awaits Python: a call's reply channel travels with the job to the worker, which
+//! answers the caller directly and then tells the pool it is idle. The pool is the linked parent
+//! of its worker actors and decides restarts with a [`Supervisor`]; each restart gives the slot a
+//! new generation, and every session bound to the old generation is marked lost (and an event is
+//! emitted) before anything else can reach the slot.
+
+mod config;
+mod queue;
+mod sessions;
+mod slots;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, LossReason, WorkerId};
+use crate::protocol::ReadyInfo;
+use crate::runtime::{Event, EventBus};
+use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensity, Supervisor};
+use crate::worker::{Job, Worker, WorkerArgs, WorkerFailure, WorkerMsg, WorkerSpec};
+
+pub use config::{Affinity, PoolConfig};
+pub use stats::{PoolStats, PoolStatus, WorkerStats};
+
+use queue::{Queue, Queued};
+use sessions::{Binding, Sessions};
+use slots::{any_idle, place_session, Slot, SlotStatus};
+
+/// Escalation step between SHUTDOWN, SIGTERM and SIGKILL once the drain grace is over.
+const KILL_STEP: Duration = Duration::from_secs(1);
+
+/// Messages of the pool actor.
+#[derive(Debug)]
+pub(crate) enum PoolMsg {
+    Call {
+        job: Job,
+        affinity: Option<Affinity>,
+    },
+    WorkerReady {
+        slot: usize,
+        generation: u64,
+        pid: u32,
+        info: ReadyInfo,
+    },
+    WorkerIdle {
+        slot: usize,
+        generation: u64,
+    },
+    Restart {
+        slot: usize,
+        generation: u64,
+    },
+    QueueTimeout(u64),
+    ResetSession(Arc<str>),
+    Stats(oneshot::Sender<PoolStats>),
+    WaitReady(oneshot::Sender<Result<(), Error>>),
+    Shutdown(oneshot::Sender<()>),
+    DrainOver,
+}
+
+pub(crate) struct PoolArgs {
+    pub(crate) config: PoolConfig,
+    pub(crate) spec: Arc<WorkerSpec>,
+    pub(crate) events: EventBus,
+}
+
+enum Phase {
+    Starting,
+    Running,
+    Draining,
+    Stopping,
+    Failed { reason: String, stderr_tail: Vec<String> },
+}
+
+pub(crate) struct PoolState {
+    name: Arc<str>,
+    config: PoolConfig,
+    spec: Arc<WorkerSpec>,
+    events: EventBus,
+    phase: Phase,
+    slots: Vec<Slot>,
+    sessions: Sessions,
+    queue: Queue,
+    supervisor: Supervisor,
+    ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+    restarts: u64,
+    saturated: u64,
+    queue_timeouts: u64,
+}
+
+/// The pool actor (stateless: everything lives in [`PoolState`]).
+pub(crate) struct Pool;
+
+impl Actor for Pool {
+    type Msg = PoolMsg;
+    type State = PoolState;
+    type Arguments = PoolArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PoolMsg>,
+        args: PoolArgs,
+    ) -> Result<PoolState, ActorProcessingErr> {
+        let PoolArgs {
+            config,
+            spec,
+            events,
+        } = args;
+        let supervisor = Supervisor::new(
+            config.restart,
+            RestartIntensity::new(config.max_restarts, config.restart_window),
+            ExponentialBackoff::new(config.backoff_initial, config.backoff_max, 2.0, 0.2),
+            config.size,
+        );
+        Ok(PoolState {
+            name: config.name.as_str().into(),
+            slots: (0..config.size).map(|_| Slot::new()).collect(),
+            queue: Queue::new(config.max_queue),
+            sessions: Sessions::default(),
+            phase: Phase::Starting,
+            supervisor,
+            spec,
+            events,
+            config,
+            ready_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
+            restarts: 0,
+            saturated: 0,
+            queue_timeouts: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        for slot in 0..state.slots.len() {
+            state.start_worker(&myself, slot).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        msg: PoolMsg,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PoolMsg::Call { job, affinity } => state.admit(&myself, job, affinity),
+            PoolMsg::WorkerReady {
+                slot,
+                generation,
+                pid,
+                info,
+            } => state.on_ready(slot, generation, pid, info),
+            PoolMsg::WorkerIdle { slot, generation } => state.on_idle(&myself, slot, generation),
+            PoolMsg::Restart { slot, generation } => {
+                if state.slots[slot].generation == generation
+                    && state.slots[slot].status == SlotStatus::Restarting
+                    && state.accepting_workers()
+                {
+                    state.start_worker(&myself, slot).await;
+                }
+            }
+            PoolMsg::QueueTimeout(seq) => {
+                if let Some(q) = state.queue.remove(seq) {
+                    state.queue_timeouts += 1;
+                    let _ = q.job.reply.send(Err(Error::QueueTimeout {
+                        pool: state.name.to_string(),
+                        waited: q.enqueued.elapsed(),
+                    }));
+                }
+            }
+            PoolMsg::ResetSession(session) => {
+                if let Some(slot) = state.sessions.remove(&session) {
+                    state.slots[slot].sessions -= 1;
+                }
+            }
+            PoolMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
+            PoolMsg::WaitReady(reply) => match &state.phase {
+                Phase::Starting => state.ready_waiters.push(reply),
+                _ => {
+                    let _ = reply.send(state.refusal());
+                }
+            },
+            PoolMsg::Shutdown(done) => state.begin_shutdown(&myself, done),
+            PoolMsg::DrainOver => {
+                if matches!(state.phase, Phase::Draining) {
+                    state.stop_workers(&myself);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        event: SupervisionEvent,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let failure = err.downcast_ref::<WorkerFailure>().cloned().unwrap_or_else(|| {
+                    WorkerFailure {
+                        reason: LossReason::ActorFailed(err.to_string()),
+                        stderr_tail: Vec::new(),
+                        fatal: false,
+                    }
+                });
+                (cell, Some(failure))
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            _ => return Ok(()),
+        };
+        let Some(slot) = state
+            .slots
+            .iter()
+            .position(|s| s.actor.as_ref() == Some(&cell.get_id()))
+        else {
+            return Ok(()); // an earlier incarnation: already handled
+        };
+        state.slots[slot].actor = None;
+        state.slots[slot].worker = None;
+        match failure {
+            _ if matches!(state.phase, Phase::Stopping | Phase::Draining) => {
+                state.worker_gone(slot, LossReason::PoolStopped, Vec::new());
+                state.slots[slot].status = SlotStatus::Stopped;
+                state.maybe_stopped(&myself);
+            }
+            Some(failure) => state.on_worker_failed(&myself, slot, failure),
+            None => {
+                // Stopped without failing outside of a shutdown: treat as a normal exit.
+                let failure = WorkerFailure {
+                    reason: LossReason::PoolStopped,
+                    stderr_tail: Vec::new(),
+                    fatal: false,
+                };
+                state.on_worker_failed(&myself, slot, failure);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PoolState {
+    fn worker_id(&self, slot: usize) -> WorkerId {
+        WorkerId::new(self.name.as_ref(), slot, self.slots[slot].generation)
+    }
+
+    fn accepting_workers(&self) -> bool {
+        matches!(self.phase, Phase::Starting | Phase::Running)
+    }
+
+    /// The error for calls that cannot be admitted in the current phase (`Ok` when they can).
+    fn refusal(&self) -> Result<(), Error> {
+        match &self.phase {
+            Phase::Starting | Phase::Running => Ok(()),
+            Phase::Draining | Phase::Stopping => Err(Error::ShuttingDown {
+                pool: self.name.to_string(),
+            }),
+            Phase::Failed {
+                reason,
+                stderr_tail,
+            } => Err(Error::PoolFailed {
+                pool: self.name.to_string(),
+                reason: reason.clone(),
+                stderr_tail: stderr_tail.clone(),
+            }),
+        }
+    }
+
+    async fn start_worker(&mut self, myself: &ActorRef<PoolMsg>, slot: usize) {
+        let args = WorkerArgs {
+            id: self.worker_id(slot),
+            spec: self.spec.clone(),
+            pool: myself.clone(),
+        };
+        match Actor::spawn_linked(None, Worker, args, myself.get_cell()).await {
+            Ok((worker, _)) => {
+                let s = &mut self.slots[slot];
+                s.actor = Some(worker.get_id());
+                s.worker = Some(worker);
+                s.status = SlotStatus::Starting;
+                s.pid = None;
+                s.busy = false;
+            }
+            Err(e) => {
+                let reason = LossReason::ActorFailed(format!("cannot start the worker: {e}"));
+                let failure = WorkerFailure {
+                    reason,
+                    stderr_tail: Vec::new(),
+                    fatal: false,
+                };
+                self.on_worker_failed(myself, slot, failure);
+            }
+        }
+    }
+
+    fn on_ready(&mut self, slot: usize, generation: u64, pid: u32, info: ReadyInfo) {
+        if self.slots[slot].generation != generation || !self.accepting_workers() {
+            return;
+        }
+        let s = &mut self.slots[slot];
+        s.status = SlotStatus::Ready;
+        s.pid = Some(pid);
+        s.python = Some(info.python);
+        self.supervisor.child_healthy(slot);
+        let worker = self.worker_id(slot);
+        self.events.emit(if self.slots[slot].generation == 0 {
+            Event::WorkerStarted { worker, pid }
+        } else {
+            Event::WorkerRestarted { worker, pid }
+        });
+        if matches!(self.phase, Phase::Starting)
+            && self.slots.iter().all(|s| s.status == SlotStatus::Ready)
+        {
+            self.phase = Phase::Running;
+            self.events.emit(Event::PoolReady {
+                pool: self.name.to_string(),
+            });
+            for waiter in self.ready_waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
+        }
+        self.drain_queue(slot);
+    }
+
+    fn on_idle(&mut self, myself: &ActorRef<PoolMsg>, slot: usize, generation: u64) {
+        if self.slots[slot].generation != generation {
+            return;
+        }
+        self.slots[slot].busy = false;
+        match self.phase {
+            Phase::Draining => self.maybe_stopped(myself),
+            _ => self.drain_queue(slot),
+        }
+    }
+
+    /// Routes a call: to the session's worker, to a free worker, into the queue, or back with an
+    /// error, following the call's affinity.
+    fn admit(&mut self, myself: &ActorRef<PoolMsg>, job: Job, affinity: Option<Affinity>) {
+        if let Err(e) = self.refusal() {
+            let _ = job.reply.send(Err(e));
+            return;
+        }
+        let affinity = affinity.unwrap_or(self.config.affinity);
+        let Some(session) = job.session.clone() else {
+            match any_idle(&self.slots) {
+                Some(slot) => self.dispatch(slot, job),
+                None => self.enqueue(myself, job, None, affinity),
+            }
+            return;
+        };
+        let slot = match self.sessions.get(&session) {
+            Some(Binding::Bound { slot, .. }) => *slot,
+            Some(Binding::Lost { worker, reason }) if affinity.is_strict() => {
+                let _ = job.reply.send(Err(Error::SessionWorkerUnavailable {
+                    session: session.to_string(),
+                    worker: worker.clone(),
+                    reason: reason.clone(),
+                }));
+                return;
+            }
+            _ => match place_session(&self.slots) {
+                Some(slot) => {
+                    self.bind(session.clone(), slot);
+                    slot
+                }
+                None => {
+                    let _ = job.reply.send(Err(Error::Internal("no live worker slot".into())));
+                    return;
+                }
+            },
+        };
+        if self.slots[slot].is_idle() {
+            return self.dispatch(slot, job);
+        }
+        match affinity {
+            Affinity::Hint => match any_idle(&self.slots) {
+                Some(other) => {
+                    self.bind(session, other);
+                    self.dispatch(other, job);
+                }
+                None => self.enqueue(myself, job, None, affinity),
+            },
+            Affinity::StrictQueue => self.enqueue(myself, job, Some(slot), affinity),
+            Affinity::StrictFailFast => {
+                if self.slots[slot].status == SlotStatus::Ready {
+                    let _ = job.reply.send(Err(Error::WorkerBusy {
+                        session: session.to_string(),
+                        worker: self.worker_id(slot),
+                    }));
+                } else {
+                    // Still starting: wait for readiness rather than fail.
+                    self.enqueue(myself, job, Some(slot), affinity);
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, session: Arc<str>, slot: usize) {
+        let generation = self.slots[slot].generation;
+        if let Some(old) = self.sessions.bind(session, slot, generation) {
+            self.slots[old].sessions -= 1;
+        }
+        self.slots[slot].sessions += 1;
+    }
+
+    fn enqueue(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        job: Job,
+        pin: Option<usize>,
+        affinity: Affinity,
+    ) {
+        match self.queue.push(job, pin, affinity) {
+            Ok(seq) => {
+                myself.send_after(self.config.queue_timeout, move || PoolMsg::QueueTimeout(seq));
+            }
+            Err(job) => {
+                self.saturated += 1;
+                let capacity = self.queue.capacity();
+                self.events.emit(Event::PoolSaturated {
+                    pool: self.name.to_string(),
+                    capacity,
+                });
+                let _ = job.reply.send(Err(Error::PoolSaturated {
+                    pool: self.name.to_string(),
+                    capacity,
+                }));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, slot: usize, job: Job) {
+        let s = &mut self.slots[slot];
+        let Some(worker) = s.worker.as_ref() else {
+            let _ = job.reply.send(Err(Error::Internal("dispatch to an empty slot".into())));
+            return;
+        };
+        s.busy = true;
+        if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Run(job))) = worker.cast(WorkerMsg::Run(job)) {
+            // The worker died and its supervision event is on its way.
+            let _ = job.reply.send(Err(Error::WorkerExited {
+                worker: self.worker_id(slot),
+                reason: LossReason::ActorFailed("worker stopped before the call".into()),
+                stderr_tail: Vec::new(),
+            }));
+        }
+    }
+
+    /// Gives an idle `slot` the oldest queued call it may run.
+    fn drain_queue(&mut self, slot: usize) {
+        if !self.slots[slot].is_idle() {
+            return;
+        }
+        let Some(Queued { job, affinity, .. }) = self.queue.take_for(slot) else {
+            return;
+        };
+        if affinity == Affinity::Hint {
+            if let Some(session) = job.session.clone() {
+                self.bind(session, slot);
+            }
+        }
+        self.dispatch(slot, job);
+    }
+
+    /// Records that `slot`'s current worker is gone: emits `WorkerExited`, then one
+    /// `SessionWorkerUnavailable` per session it held, and fails the calls queued for it.
+    fn worker_gone(&mut self, slot: usize, reason: LossReason, stderr_tail: Vec<String>) {
+        let worker = self.worker_id(slot);
+        let pid = self.slots[slot].pid.take();
+        let s = &mut self.slots[slot];
+        s.busy = false;
+        s.sessions = 0;
+        self.events.emit(Event::WorkerExited {
+            worker: worker.clone(),
+            pid,
+            reason: reason.clone(),
+            stderr_tail,
+        });
+        for session in self.sessions.mark_lost(&worker, &reason) {
+            self.events.emit(Event::SessionWorkerUnavailable {
+                pool: self.name.to_string(),
+                session: session.to_string(),
+                slot,
+                generation: worker.generation,
+                reason: reason.clone(),
+            });
+        }
+        for q in self.queue.take_pinned(slot) {
+            let session = q.job.session.as_deref().unwrap_or_default().to_string();
+            let _ = q.job.reply.send(Err(Error::SessionWorkerUnavailable {
+                session,
+                worker: worker.clone(),
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    fn on_worker_failed(&mut self, myself: &ActorRef<PoolMsg>, slot: usize, failure: WorkerFailure) {
+        tracing::warn!(worker = %self.worker_id(slot), reason = %failure.reason, "worker failed");
+        let normal = failure.is_normal_exit();
+        self.worker_gone(slot, failure.reason.clone(), failure.stderr_tail.clone());
+        if !self.accepting_workers() {
+            self.slots[slot].status = SlotStatus::Stopped;
+            return;
+        }
+        let decision = if failure.fatal {
+            Decision::Escalate {
+                restarts: 0,
+                within: Duration::ZERO,
+            }
+        } else {
+            let exit = if normal { ChildExit::Normal } else { ChildExit::Abnormal };
+            self.supervisor.child_exited(slot, exit)
+        };
+        match decision {
+            Decision::Restart { after } => {
+                let s = &mut self.slots[slot];
+                s.generation += 1;
+                s.status = SlotStatus::Restarting;
+                self.restarts += 1;
+                let generation = s.generation;
+                myself.send_after(after, move || PoolMsg::Restart { slot, generation });
+            }
+            Decision::Leave => {
+                self.slots[slot].status = SlotStatus::Stopped;
+                if !self.slots.iter().any(Slot::is_live) {
+                    self.fail("every worker stopped".into(), failure.stderr_tail);
+                }
+            }
+            Decision::Escalate { restarts, within } => {
+                let reason = if failure.fatal {
+                    format!("{}", failure.reason)
+                } else {
+                    format!(
+                        "{restarts} restarts within {within:?} exceed the restart intensity; last: {}",
+                        failure.reason
+                    )
+                };
+                self.fail(reason, failure.stderr_tail);
+            }
+        }
+    }
+
+    /// Gives up: every worker is killed, every session lost, every waiting call answered.
+    fn fail(&mut self, reason: String, stderr_tail: Vec<String>) {
+        tracing::error!(pool = %self.name, %reason, "pool failed");
+        self.phase = Phase::Failed {
+            reason: reason.clone(),
+            stderr_tail: stderr_tail.clone(),
+        };
+        for slot in 0..self.slots.len() {
+            if let Some(worker) = self.slots[slot].worker.take() {
+                self.slots[slot].actor = None;
+                worker.kill();
+                self.worker_gone(slot, LossReason::PoolStopped, Vec::new());
+            }
+            self.slots[slot].status = SlotStatus::Stopped;
+        }
+        self.events.emit(Event::PoolFailed {
+            pool: self.name.to_string(),
+            reason,
+            stderr_tail,
+        });
+        let refusal = self.refusal();
+        for q in self.queue.drain() {
+            let _ = q.job.reply.send(refusal.clone().map(|_| unreachable!("failed pool")));
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(refusal.clone());
+        }
+    }
+
+    fn begin_shutdown(&mut self, myself: &ActorRef<PoolMsg>, done: oneshot::Sender<()>) {
+        self.stop_waiters.push(done);
+        if matches!(self.phase, Phase::Draining | Phase::Stopping) {
+            return;
+        }
+        let failed = matches!(self.phase, Phase::Failed { .. });
+        self.phase = Phase::Draining;
+        let pool = self.name.to_string();
+        for q in self.queue.drain() {
+            let _ = q.job.reply.send(Err(Error::ShuttingDown { pool: pool.clone() }));
+        }
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Err(Error::ShuttingDown { pool: pool.clone() }));
+        }
+        if failed || !self.slots.iter().any(|s| s.busy) {
+            self.stop_workers(myself);
+        } else {
+            myself.send_after(self.config.shutdown_grace, || PoolMsg::DrainOver);
+        }
+    }
+
+    fn stop_workers(&mut self, myself: &ActorRef<PoolMsg>) {
+        self.phase = Phase::Stopping;
+        for s in &mut self.slots {
+            match s.worker.as_ref() {
+                Some(worker) => {
+                    let _ = worker.cast(WorkerMsg::Shutdown { grace: KILL_STEP });
+                }
+                None => s.status = SlotStatus::Stopped,
+            }
+        }
+        self.maybe_stopped(myself);
+    }
+
+    fn maybe_stopped(&mut self, myself: &ActorRef<PoolMsg>) {
+        if matches!(self.phase, Phase::Draining) && !self.slots.iter().any(|s| s.busy) {
+            return self.stop_workers(myself);
+        }
+        if matches!(self.phase, Phase::Stopping) && self.slots.iter().all(|s| s.worker.is_none()) {
+            self.events.emit(Event::PoolStopped {
+                pool: self.name.to_string(),
+            });
+            for done in self.stop_waiters.drain(..) {
+                let _ = done.send(());
+            }
+            myself.stop(None);
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            name: self.name.to_string(),
+            status: match &self.phase {
+                Phase::Starting => PoolStatus::Starting,
+                Phase::Running => PoolStatus::Running,
+                Phase::Draining | Phase::Stopping => PoolStatus::Stopping,
+                Phase::Failed { reason, .. } => PoolStatus::Failed {
+                    reason: reason.clone(),
+                },
+            },
+            workers: self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(slot, s)| WorkerStats {
+                    slot,
+                    generation: s.generation,
+                    pid: s.pid,
+                    ready: s.status == SlotStatus::Ready,
+                    busy: s.busy,
+                    sessions: s.sessions,
+                    python: s.python.clone(),
+                })
+                .collect(),
+            queued: self.queue.len(),
+            sessions: self.sessions.len(),
+            restarts: self.restarts,
+            saturated: self.saturated,
+            queue_timeouts: self.queue_timeouts,
+        }
+    }
+}
+

@@ -1,0 +1,289 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::runtime::duration;
+use crate::supervisor::RestartPolicy;
+
+/// How a pool routes the calls of a session (Snakepit's vocabulary).
+///
+/// # Examples
+///
+/// ```
+/// use pyvisor::Affinity;
+/// let a: Affinity = toml::from_str::<std::collections::HashMap<String, Affinity>>("a = \"strict_queue\"")
+///     .unwrap()["a"];
+/// assert_eq!(a, Affinity::StrictQueue);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    /// Prefer the session's worker; if it is busy, run on any free worker (the session then
+    /// moves there). For stateless sessions. A lost worker re-places the session (the event fires).
+    #[default]
+    Hint,
+    /// Always run on the session's worker; wait in the queue while it is busy.
+    StrictQueue,
+    /// Always run on the session's worker; [`Error::WorkerBusy`](crate::Error::WorkerBusy) at once
+    /// if it is busy.
+    StrictFailFast,
+}
+
+impl Affinity {
+    pub(crate) fn is_strict(self) -> bool {
+        !matches!(self, Affinity::Hint)
+    }
+}
+
+/// Configuration of one named pool.
+///
+/// Built in code with the builder methods, or read from a TOML file (see
+/// [`RuntimeConfig`](crate::RuntimeConfig)); durations in files are written `"250ms"`, `"5s"`,
+/// `"2m"`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pyvisor::{Affinity, PoolConfig};
+///
+/// let cfg = PoolConfig::new("triage")
+///     .size(2)
+///     .affinity(Affinity::StrictQueue)
+///     .call_timeout(Duration::from_secs(30));
+/// assert_eq!(cfg.size, 2);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Name of the pool, unique in a runtime.
+    pub name: String,
+    /// Number of worker processes (default 2).
+    pub size: usize,
+    /// Default affinity of sessions (default `hint`).
+    pub affinity: Affinity,
+    /// Calls that may wait for a worker before [`Error::PoolSaturated`](crate::Error::PoolSaturated)
+    /// (default 1000).
+    pub max_queue: usize,
+    /// Longest wait in the queue before [`Error::QueueTimeout`](crate::Error::QueueTimeout)
+    /// (default 10 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub queue_timeout: Duration,
+    /// Default deadline of a call, queueing included (default 60 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub call_timeout: Duration,
+    /// How long a call may run past its deadline before its worker is killed (default 2 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub overrun_grace: Duration,
+    /// Longest time from process start to handshake (default 60 s: importing dspy+litellm takes
+    /// several seconds per worker on a small machine).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub startup_timeout: Duration,
+    /// How often the worker is pinged (default 2 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub heartbeat_interval: Duration,
+    /// A ping unanswered this long kills the worker (default 10 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub heartbeat_timeout: Duration,
+    /// On shutdown: time for in-flight calls to finish, then for each of SHUTDOWN, SIGTERM before
+    /// SIGKILL (default 5 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub shutdown_grace: Duration,
+    /// Restart type of the workers (default permanent).
+    pub restart: RestartPolicy,
+    /// Restart intensity: at most this many restarts... (default 3)
+    pub max_restarts: u32,
+    /// ...within this window (default 5 s); one more and the pool fails.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub restart_window: Duration,
+    /// First restart delay (default 50 ms), doubling per consecutive failure of a slot.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_initial: Duration,
+    /// Longest restart delay (default 5 s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
+    /// Modules every worker imports before its handshake (e.g. `["dspy", "numpy"]`).
+    pub preload: Vec<String>,
+    /// Directories put in front of the workers' `PYTHONPATH`.
+    pub python_path: Vec<PathBuf>,
+    /// Extra environment variables of the workers (they override pyvisor's defaults).
+    pub env: BTreeMap<String, String>,
+    /// Interpreter for this pool; the runtime's when `None`.
+    pub python: Option<PathBuf>,
+    /// Largest frame payload in either direction (default 64 MiB).
+    pub max_frame: usize,
+    /// stderr lines kept per worker for crash reports (default 50).
+    pub stderr_tail: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: String::new(),
+            size: 2,
+            affinity: Affinity::Hint,
+            max_queue: 1000,
+            queue_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(60),
+            overrun_grace: Duration::from_secs(2),
+            startup_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            restart: RestartPolicy::Permanent,
+            max_restarts: 3,
+            restart_window: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            preload: Vec::new(),
+            python_path: Vec::new(),
+            env: BTreeMap::new(),
+            python: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            stderr_tail: 50,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl PoolConfig {
+    /// A pool named `name` with the defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("analytics");
+    /// assert_eq!((cfg.name.as_str(), cfg.size), ("analytics", 2));
+    /// ```
+    pub fn new(name: impl Into<String>) -> Self {
+        PoolConfig {
+            name: name.into(),
+            ..PoolConfig::default()
+        }
+    }
+
+    setters! {
+        /// Sets [`PoolConfig::size`].
+        size: usize,
+        /// Sets [`PoolConfig::affinity`].
+        affinity: Affinity,
+        /// Sets [`PoolConfig::max_queue`].
+        max_queue: usize,
+        /// Sets [`PoolConfig::queue_timeout`].
+        queue_timeout: Duration,
+        /// Sets [`PoolConfig::call_timeout`].
+        call_timeout: Duration,
+        /// Sets [`PoolConfig::overrun_grace`].
+        overrun_grace: Duration,
+        /// Sets [`PoolConfig::startup_timeout`].
+        startup_timeout: Duration,
+        /// Sets [`PoolConfig::heartbeat_interval`].
+        heartbeat_interval: Duration,
+        /// Sets [`PoolConfig::heartbeat_timeout`].
+        heartbeat_timeout: Duration,
+        /// Sets [`PoolConfig::shutdown_grace`].
+        shutdown_grace: Duration,
+        /// Sets [`PoolConfig::restart`].
+        restart: RestartPolicy,
+        /// Sets [`PoolConfig::max_restarts`].
+        max_restarts: u32,
+        /// Sets [`PoolConfig::restart_window`].
+        restart_window: Duration,
+        /// Sets [`PoolConfig::backoff_initial`].
+        backoff_initial: Duration,
+        /// Sets [`PoolConfig::backoff_max`].
+        backoff_max: Duration,
+        /// Sets [`PoolConfig::max_frame`].
+        max_frame: usize,
+        /// Sets [`PoolConfig::stderr_tail`].
+        stderr_tail: usize,
+    }
+
+    /// Adds a module to [`PoolConfig::preload`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").preload("json");
+    /// assert_eq!(cfg.preload, ["json"]);
+    /// ```
+    #[must_use]
+    pub fn preload(mut self, module: impl Into<String>) -> Self {
+        self.preload.push(module.into());
+        self
+    }
+
+    /// Adds a directory to [`PoolConfig::python_path`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").python_path("/opt/app");
+    /// assert_eq!(cfg.python_path.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn python_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.python_path.push(dir.into());
+        self
+    }
+
+    /// Sets one worker environment variable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").env("OMP_NUM_THREADS", "2");
+    /// assert_eq!(cfg.env["OMP_NUM_THREADS"], "2");
+    /// ```
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets this pool's interpreter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").python("/usr/bin/python3");
+    /// assert!(cfg.python.is_some());
+    /// ```
+    #[must_use]
+    pub fn python(mut self, path: impl Into<PathBuf>) -> Self {
+        self.python = Some(path.into());
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("a pool needs a name".into());
+        }
+        if self.size == 0 {
+            return Err(format!("pool {} has size 0", self.name));
+        }
+        if self.max_frame < 1024 {
+            return Err(format!("pool {}: max_frame below 1 KiB", self.name));
+        }
+        if self.heartbeat_timeout.is_zero() || self.call_timeout.is_zero() {
+            return Err(format!("pool {}: timeouts must be above zero", self.name));
+        }
+        Ok(())
+    }
+}

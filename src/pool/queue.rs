@@ -1,0 +1,92 @@
+use std::collections::VecDeque;
+
+use tokio::time::Instant;
+
+use crate::pool::Affinity;
+use crate::worker::Job;
+
+/// A call waiting for a worker.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) seq: u64,
+    pub(crate) job: Job,
+    pub(crate) enqueued: Instant,
+    /// `Some(slot)`: only that slot may run it (strict affinity).
+    pub(crate) pin: Option<usize>,
+    pub(crate) affinity: Affinity,
+}
+
+/// The pool's bounded FIFO of waiting calls.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    items: VecDeque<Queued>,
+    capacity: usize,
+    next_seq: u64,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Queue {
+            items: VecDeque::new(),
+            capacity,
+            next_seq: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues a job; gives it back when the queue is full.
+    pub(crate) fn push(&mut self, job: Job, pin: Option<usize>, affinity: Affinity) -> Result<u64, Job> {
+        self.items.retain(|q| !q.job.reply.is_closed());
+        if self.items.len() >= self.capacity {
+            return Err(job);
+        }
+        self.next_seq += 1;
+        self.items.push_back(Queued {
+            seq: self.next_seq,
+            job,
+            enqueued: Instant::now(),
+            pin,
+            affinity,
+        });
+        Ok(self.next_seq)
+    }
+
+    /// The oldest job `slot` may run. Jobs whose caller gave up are dropped on the way.
+    pub(crate) fn take_for(&mut self, slot: usize) -> Option<Queued> {
+        self.items.retain(|q| !q.job.reply.is_closed());
+        let at = self
+            .items
+            .iter()
+            .position(|q| q.pin.is_none_or(|p| p == slot))?;
+        self.items.remove(at)
+    }
+
+    pub(crate) fn remove(&mut self, seq: u64) -> Option<Queued> {
+        let at = self.items.iter().position(|q| q.seq == seq)?;
+        self.items.remove(at)
+    }
+
+    /// Removes and returns the jobs pinned to `slot`.
+    pub(crate) fn take_pinned(&mut self, slot: usize) -> Vec<Queued> {
+        let mut pinned = Vec::new();
+        for q in std::mem::take(&mut self.items) {
+            if q.pin == Some(slot) {
+                pinned.push(q);
+            } else {
+                self.items.push_back(q);
+            }
+        }
+        pinned
+    }
+
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
+        self.items.drain(..)
+    }
+}

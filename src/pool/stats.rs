@@ -1,0 +1,58 @@
+/// A point-in-time view of one pool, from [`Runtime::stats`](crate::Runtime::stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Pool name.
+    pub name: String,
+    /// Lifecycle state.
+    pub status: PoolStatus,
+    /// One entry per slot.
+    pub workers: Vec<WorkerStats>,
+    /// Calls waiting for a worker.
+    pub queued: usize,
+    /// Known sessions (bound or lost).
+    pub sessions: usize,
+    /// Restarts scheduled since the pool started.
+    pub restarts: u64,
+    /// Calls refused because the queue was full.
+    pub saturated: u64,
+    /// Calls dropped from the queue by the queue timeout.
+    pub queue_timeouts: u64,
+}
+
+/// One slot of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Slot index.
+    pub slot: usize,
+    /// Current generation of the slot.
+    pub generation: u64,
+    /// OS pid of the current worker, once started.
+    pub pid: Option<u32>,
+    /// The handshake is done and the worker takes calls.
+    pub ready: bool,
+    /// A call is running on it.
+    pub busy: bool,
+    /// Sessions bound to it.
+    pub sessions: usize,
+    /// Python version the worker reported in its handshake.
+    pub python: Option<String>,
+}
+
+/// Lifecycle state of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolStatus {
+    /// Not every worker has been ready yet.
+    Starting,
+    /// Every worker has been ready at least once; calls are served.
+    Running,
+    /// Draining for shutdown.
+    Stopping,
+    /// Gave up; every call fails with [`Error::PoolFailed`](crate::Error::PoolFailed).
+    Failed {
+        /// What happened.
+        reason: String,
+    },
+}

@@ -1,0 +1,398 @@
+//! The runtime: a set of named pools, their event stream and their lifecycle.
+
+mod config;
+pub(crate) mod duration;
+mod events;
+mod python;
+mod session;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ractor::Actor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::Error;
+use crate::pool::{Pool, PoolArgs, PoolConfig, PoolMsg, PoolStats};
+use crate::worker::{LaunchSpec, WorkerSpec};
+
+pub use config::RuntimeConfig;
+pub use events::{Event, EventStream};
+pub(crate) use events::EventBus;
+pub use session::{CallOptions, Session};
+
+use session::PoolClient;
+
+/// Builds a [`Runtime`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), pyvisor::Error> {
+/// use pyvisor::{Affinity, PoolConfig, Runtime};
+///
+/// let rt = Runtime::builder()
+///     .pool(PoolConfig::new("triage").size(2).affinity(Affinity::StrictQueue))
+///     .pool(PoolConfig::new("analytics").size(2))
+///     .start()
+///     .await?;
+/// rt.wait_ready().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct RuntimeBuilder {
+    config: RuntimeConfig,
+}
+
+impl RuntimeBuilder {
+    /// Uses `python` as the interpreter (otherwise `$PYVISOR_PYTHON`, then `./.venv/bin/python`,
+    /// then the `.venv` of the pyvisor checkout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = pyvisor::Runtime::builder().python("/opt/venv/bin/python");
+    /// ```
+    #[must_use]
+    pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
+        self.config.python = Some(python.into());
+        self
+    }
+
+    /// Adds a pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = pyvisor::Runtime::builder().pool(pyvisor::PoolConfig::new("p"));
+    /// ```
+    #[must_use]
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.config.pools.push(pool);
+        self
+    }
+
+    /// Takes the interpreter and pools from a [`RuntimeConfig`] (e.g. read from TOML); pools
+    /// added before are kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::RuntimeConfig::from_toml_str("[[pools]]\nname = \"p\"").unwrap();
+    /// let b = pyvisor::Runtime::builder().config(cfg);
+    /// ```
+    #[must_use]
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        if config.python.is_some() {
+            self.config.python = config.python;
+        }
+        self.config.pools.extend(config.pools);
+        self
+    }
+
+    /// Checks the configuration and the Python environment, then starts every pool. Workers
+    /// start in the background; calls made before they are ready wait for them (use
+    /// [`Runtime::wait_ready`] to wait explicitly).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid or duplicate pool, [`Error::PythonEnvironment`] when no
+    /// interpreter is found or it cannot import the worker package (the message says how to fix
+    /// it).
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let mut seen = std::collections::HashSet::new();
+        for pool in &self.config.pools {
+            pool.validate().map_err(Error::Config)?;
+            if !seen.insert(pool.name.clone()) {
+                return Err(Error::Config(format!("two pools named {}", pool.name)));
+            }
+        }
+        let events = EventBus::default();
+        let mut pools = HashMap::new();
+        let mut joins = Vec::new();
+        let mut checked = Vec::new();
+        for config in self.config.pools {
+            let python = python::resolve(config.python.as_deref().or(self.config.python.as_deref()))?;
+            let mut python_path = config.python_path.clone();
+            python_path.extend(python::bundled_worker_dir());
+            if !checked.contains(&(python.clone(), python_path.clone())) {
+                python::preflight(&python, &python_path).await?;
+                checked.push((python.clone(), python_path.clone()));
+            }
+            let spec = Arc::new(WorkerSpec {
+                launch: LaunchSpec {
+                    python,
+                    python_path,
+                    env: config.env.clone(),
+                    preload: config.preload.clone(),
+                    max_frame: config.max_frame,
+                },
+                startup_timeout: config.startup_timeout,
+                heartbeat_interval: config.heartbeat_interval,
+                heartbeat_timeout: config.heartbeat_timeout,
+                overrun_grace: config.overrun_grace,
+                stderr_tail: config.stderr_tail,
+            });
+            let client = PoolClient {
+                name: config.name.as_str().into(),
+                call_timeout: config.call_timeout,
+                max_frame: config.max_frame,
+                actor: {
+                    let args = PoolArgs {
+                        config: config.clone(),
+                        spec,
+                        events: events.clone(),
+                    };
+                    let (actor, join) = Actor::spawn(None, Pool, args)
+                        .await
+                        .map_err(|e| Error::Internal(format!("pool actor: {e}")))?;
+                    joins.push(join);
+                    actor
+                },
+            };
+            pools.insert(config.name.clone(), Arc::new(client));
+        }
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                pools,
+                events,
+                joins: Mutex::new(joins),
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    pools: HashMap<String, Arc<PoolClient>>,
+    events: EventBus,
+    joins: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropped without `shutdown`: kill the pools; their workers are killed with them (linked
+        // children), and each worker's state kills its process group.
+        for pool in self.pools.values() {
+            pool.actor.kill();
+        }
+    }
+}
+
+/// A running set of pools of Python workers.
+///
+/// Cheap to clone; the pools are killed (with their processes) when the last clone is dropped,
+/// and stopped gracefully by [`Runtime::shutdown`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), pyvisor::Error> {
+/// use pyvisor::{PoolConfig, Runtime};
+///
+/// let rt = Runtime::builder().pool(PoolConfig::new("p").size(1)).start().await?;
+/// let root: f64 = rt.session("p", "s1")?.call("math", "sqrt", &(16.0,), &()).await?;
+/// assert_eq!(root, 4.0);
+/// rt.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl Runtime {
+    /// A builder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let b = pyvisor::Runtime::builder();
+    /// ```
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    fn pool(&self, pool: &str) -> Result<&Arc<PoolClient>, Error> {
+        self.inner.pools.get(pool).ok_or_else(|| Error::PoolNotFound {
+            pool: pool.to_string(),
+        })
+    }
+
+    /// A handle on session `id` of `pool`. Creating the handle sends nothing; the session is
+    /// placed on a worker by its first call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolNotFound`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// let s = rt.session("triage", "ticket-42")?;
+    /// assert_eq!(s.id(), "ticket-42");
+    /// # Ok(()) }
+    /// ```
+    pub fn session(&self, pool: &str, id: impl Into<Arc<str>>) -> Result<Session, Error> {
+        Ok(Session {
+            pool: self.pool(pool)?.clone(),
+            id: id.into(),
+        })
+    }
+
+    /// Calls `module.function(*args, **kwargs)` on any free worker of `pool`, outside any session.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`], plus [`Error::PoolNotFound`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// let n: i64 = rt.call("analytics", "builtins", "len", &(vec![1, 2, 3],), &()).await?;
+    /// assert_eq!(n, 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        pool: &str,
+        module: &str,
+        function: &str,
+        args: &(impl Serialize + ?Sized),
+        kwargs: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
+        self.pool(pool)?
+            .call(None, CallOptions::default(), module, function, args, kwargs)
+            .await
+    }
+
+    /// Subscribes to the runtime's events, from now on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(rt: pyvisor::Runtime) {
+    /// let mut events = rt.events();
+    /// # }
+    /// ```
+    pub fn events(&self) -> EventStream {
+        self.inner.events.subscribe()
+    }
+
+    /// A snapshot of every pool, sorted by name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) {
+    /// for pool in rt.stats().await {
+    ///     println!("{}: {} queued, {} restarts", pool.name, pool.queued, pool.restarts);
+    /// }
+    /// # }
+    /// ```
+    pub async fn stats(&self) -> Vec<PoolStats> {
+        let mut out = Vec::new();
+        for pool in self.inner.pools.values() {
+            let (tx, rx) = oneshot::channel();
+            if pool.actor.cast(PoolMsg::Stats(tx)).is_ok() {
+                if let Ok(stats) = rx.await {
+                    out.push(stats);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Waits until every worker of every pool has been ready once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolFailed`] when a pool gave up before it was ready (the error carries the last
+    /// stderr lines of its workers), [`Error::ShuttingDown`] after shutdown began.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// rt.wait_ready().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_ready(&self) -> Result<(), Error> {
+        let mut names: Vec<_> = self.inner.pools.keys().collect();
+        names.sort();
+        for name in names {
+            self.wait_pool_ready(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every worker of `pool` has been ready once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::wait_ready`], plus [`Error::PoolNotFound`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// rt.wait_pool_ready("triage").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_pool_ready(&self, pool: &str) -> Result<(), Error> {
+        let client = self.pool(pool)?;
+        let gone = || Error::ShuttingDown {
+            pool: pool.to_string(),
+        };
+        let (tx, rx) = oneshot::channel();
+        client.actor.cast(PoolMsg::WaitReady(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Stops every pool: no new calls are admitted (queued ones get [`Error::ShuttingDown`]),
+    /// calls in flight may finish within each pool's `shutdown_grace`, then each worker is asked
+    /// to exit, then SIGTERMed, then SIGKILLed. Returns when no worker process is left.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) {
+    /// rt.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        let mut waits = Vec::new();
+        for pool in self.inner.pools.values() {
+            let (tx, rx) = oneshot::channel();
+            if pool.actor.cast(PoolMsg::Shutdown(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+        let joins = std::mem::take(&mut *self.inner.joins.lock().expect("joins lock"));
+        for join in joins {
+            let _ = join.await;
+        }
+    }
+}

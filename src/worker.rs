@@ -1,0 +1,410 @@
+//! The worker actor: owns one Python process.
+//!
+//! It starts the process (own process group, `PR_SET_PDEATHSIG`, protocol pipes on dedicated
+//! descriptors), waits for the handshake, runs one call at a time with the caller's reply channel,
+//! answers heartbeats' absence by failing, and fails whenever the process exits or breaks the
+//! protocol, so that its supervisor (the pool) acts. Its state owns the process group and kills it
+//! when dropped, which ractor does on every kind of stop, including kill and panic.
+
+mod exit;
+mod job;
+mod output;
+mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::error::{Error, LossReason, PythonError, WorkerId};
+use crate::pool::PoolMsg;
+use crate::protocol::{encode_request, op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
+use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
+
+pub use exit::ExitStatus;
+pub(crate) use exit::WorkerFailure;
+pub(crate) use job::{Job, Reply, ReplyTo};
+pub(crate) use process::LaunchSpec;
+
+use output::{capture, StderrTail, Stream};
+use process::ProcessGroup;
+
+/// How long the reader may see a closed reply channel while the process keeps running.
+const CLOSED_CHANNEL_GRACE: Duration = Duration::from_millis(500);
+/// How long the exit watcher waits for stderr to drain after the process exited.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
+
+/// Everything a worker needs to know, shared by all workers of a pool.
+#[derive(Debug)]
+pub(crate) struct WorkerSpec {
+    pub(crate) launch: LaunchSpec,
+    pub(crate) startup_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) overrun_grace: Duration,
+    pub(crate) stderr_tail: usize,
+}
+
+/// Arguments of one worker incarnation.
+pub(crate) struct WorkerArgs {
+    pub(crate) id: WorkerId,
+    pub(crate) spec: Arc<WorkerSpec>,
+    pub(crate) pool: ActorRef<PoolMsg>,
+}
+
+/// Messages of the worker actor.
+#[derive(Debug)]
+pub(crate) enum WorkerMsg {
+    /// Run a job (the pool only sends one when the worker is idle).
+    Run(Job),
+    /// Stop: send `SHUTDOWN`, then SIGTERM after `grace`, then SIGKILL after `grace` again.
+    Shutdown { grace: Duration },
+    Frame(Incoming),
+    ReadFailed(ProtocolError),
+    ChannelClosed,
+    ChannelClosedTooLong,
+    Exited(ExitStatus),
+    StartupTimeout,
+    HeartbeatTick,
+    Overrun(u64),
+    OverrunGraceOver(u64),
+    Escalate(i32, Duration),
+}
+
+struct InFlight {
+    id: u64,
+    reply: ReplyTo,
+}
+
+pub(crate) struct WorkerState {
+    id: WorkerId,
+    spec: Arc<WorkerSpec>,
+    pool: ActorRef<PoolMsg>,
+    pid: u32,
+    group: ProcessGroup,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    tail: StderrTail,
+    ready: bool,
+    next_id: u64,
+    in_flight: Option<InFlight>,
+    ping: Option<(u64, Instant)>,
+    stopping: bool,
+    /// Background tasks (reader, writer, output capture, exit watcher, timers): aborted on drop.
+    _tasks: JoinSet<()>,
+}
+
+impl WorkerState {
+    /// Tells the caller of the call in flight, if any, that the worker is gone.
+    fn answer_in_flight(&mut self, reason: LossReason) {
+        if let Some(call) = self.in_flight.take() {
+            let _ = call.reply.send(Err(Error::WorkerExited {
+                worker: self.id.clone(),
+                reason,
+                stderr_tail: self.tail.snapshot(),
+            }));
+        }
+    }
+
+    /// Kills the process and builds the failure the actor returns to its supervisor.
+    fn fail(&mut self, reason: LossReason) -> ActorProcessingErr {
+        self.group.signal(libc::SIGKILL);
+        self.answer_in_flight(reason.clone());
+        Box::new(WorkerFailure {
+            reason,
+            stderr_tail: self.tail.snapshot(),
+            fatal: false,
+        })
+    }
+
+    fn send(&mut self, op: u8, body: &[u8]) -> u64 {
+        self.next_id += 1;
+        let _ = self.writer.send(encode_request(op, self.next_id, body));
+        self.next_id
+    }
+}
+
+impl Drop for WorkerState {
+    fn drop(&mut self) {
+        // Killed or panicked: the process group dies with `self.group`; the caller must not be
+        // left waiting for a reply that will never come.
+        self.answer_in_flight(LossReason::ActorFailed("worker actor stopped".into()));
+    }
+}
+
+/// The worker actor (stateless: everything lives in [`WorkerState`]).
+pub(crate) struct Worker;
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let WorkerArgs { id, spec, pool } = args;
+        let spawned = process::spawn(&spec.launch, &id)?;
+        let pid = spawned.pid;
+        let tail = StderrTail::new(spec.stderr_tail);
+        let mut tasks = JoinSet::new();
+
+        let (writer, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
+        let mut requests = spawned.requests;
+        tasks.spawn(async move {
+            while let Some(frame) = frames.recv().await {
+                if requests.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let mut reader = FrameReader::new(spawned.replies, spec.launch.max_frame);
+        let me = myself.clone();
+        tasks.spawn(async move {
+            loop {
+                let msg = match reader.next().await {
+                    Ok(Some(frame)) => WorkerMsg::Frame(frame),
+                    Ok(None) => WorkerMsg::ChannelClosed,
+                    Err(e) => WorkerMsg::ReadFailed(e),
+                };
+                let last = !matches!(msg, WorkerMsg::Frame(_));
+                if me.cast(msg).is_err() || last {
+                    break;
+                }
+            }
+        });
+
+        tasks.spawn(capture(spawned.stdout, Stream::Stdout, id.clone(), pid, None));
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let stderr = spawned.stderr;
+        let (stderr_id, stderr_tail) = (id.clone(), tail.clone());
+        tasks.spawn(async move {
+            capture(stderr, Stream::Stderr, stderr_id, pid, Some(stderr_tail)).await;
+            let _ = drained_tx.send(());
+        });
+
+        let mut child = spawned.child;
+        let group = spawned.group.clone();
+        let me = myself.clone();
+        tasks.spawn(async move {
+            let status = child.wait().await.map_or(ExitStatus::Unknown, ExitStatus::from_std);
+            group.reaped();
+            let _ = tokio::time::timeout(STDERR_DRAIN, drained_rx).await;
+            let _ = me.cast(WorkerMsg::Exited(status));
+        });
+
+        myself.send_after(spec.startup_timeout, || WorkerMsg::StartupTimeout);
+        tracing::debug!(worker = %id, pid, "worker process started");
+        Ok(WorkerState {
+            id,
+            spec,
+            pool,
+            pid,
+            group: spawned.group,
+            writer,
+            tail,
+            ready: false,
+            next_id: 0,
+            in_flight: None,
+            ping: None,
+            stopping: false,
+            _tasks: tasks,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Run(job) => run(&myself, state, job),
+            WorkerMsg::Frame(frame) => return on_frame(&myself, state, frame),
+            WorkerMsg::ReadFailed(e) => {
+                return Err(state.fail(LossReason::ProtocolViolation(e.to_string())))
+            }
+            WorkerMsg::ChannelClosed => {
+                myself.send_after(CLOSED_CHANNEL_GRACE, || WorkerMsg::ChannelClosedTooLong);
+            }
+            WorkerMsg::ChannelClosedTooLong => {
+                return Err(state.fail(LossReason::ProtocolViolation(
+                    "the worker closed its reply channel but kept running".into(),
+                )))
+            }
+            WorkerMsg::Exited(status) => {
+                if !state.stopping {
+                    return Err(state.fail(LossReason::WorkerExited(status)));
+                }
+                tracing::debug!(worker = %state.id, %status, "worker process stopped");
+                state.answer_in_flight(LossReason::PoolStopped);
+                myself.stop(None);
+            }
+            WorkerMsg::StartupTimeout => {
+                if !state.ready {
+                    return Err(state.fail(LossReason::StartupTimeout));
+                }
+            }
+            WorkerMsg::HeartbeatTick => {
+                match state.ping {
+                    Some((_, sent)) if sent.elapsed() >= state.spec.heartbeat_timeout => {
+                        return Err(state.fail(LossReason::HeartbeatTimeout));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let id = state.send(op::PING, NIL_BODY);
+                        state.ping = Some((id, Instant::now()));
+                    }
+                }
+                myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
+            }
+            WorkerMsg::Overrun(id) => {
+                if state.in_flight.as_ref().is_some_and(|c| c.id == id) {
+                    tracing::warn!(worker = %state.id, "call overran its deadline; waiting for it to finish");
+                    myself.send_after(state.spec.overrun_grace, move || {
+                        WorkerMsg::OverrunGraceOver(id)
+                    });
+                }
+            }
+            WorkerMsg::OverrunGraceOver(id) => {
+                if state.in_flight.as_ref().is_some_and(|c| c.id == id) {
+                    return Err(state.fail(LossReason::DeadlineOverrun));
+                }
+            }
+            WorkerMsg::Shutdown { grace } => {
+                state.stopping = true;
+                state.send(op::SHUTDOWN, NIL_BODY);
+                myself.send_after(grace, move || WorkerMsg::Escalate(libc::SIGTERM, grace));
+            }
+            WorkerMsg::Escalate(signal, grace) => {
+                tracing::warn!(worker = %state.id, signal, "worker did not stop in time; signalling");
+                state.group.signal(signal);
+                if signal != libc::SIGKILL {
+                    myself.send_after(grace, || WorkerMsg::Escalate(libc::SIGKILL, Duration::ZERO));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The heartbeat timer period: a quarter of the timeout, at most the interval.
+fn heartbeat_period(spec: &WorkerSpec) -> Duration {
+    spec.heartbeat_interval.min(spec.heartbeat_timeout / 4).max(Duration::from_millis(10))
+}
+
+fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
+    if job.reply.is_closed() {
+        // The caller gave up while the job was on its way: nothing to run.
+        idle(state);
+        return;
+    }
+    if !state.ready || state.stopping || state.in_flight.is_some() {
+        let _ = job.reply.send(Err(Error::Internal(format!(
+            "worker {} was sent a call it cannot take",
+            state.id
+        ))));
+        return;
+    }
+    let id = state.send(job.op, &job.body);
+    state.in_flight = Some(InFlight {
+        id,
+        reply: job.reply,
+    });
+    let wait = job.deadline.saturating_duration_since(Instant::now());
+    myself.send_after(wait, move || WorkerMsg::Overrun(id));
+}
+
+fn idle(state: &WorkerState) {
+    let _ = state.pool.cast(PoolMsg::WorkerIdle {
+        slot: state.id.slot,
+        generation: state.id.generation,
+    });
+}
+
+fn on_frame(
+    myself: &ActorRef<WorkerMsg>,
+    state: &mut WorkerState,
+    frame: Incoming,
+) -> Result<(), ActorProcessingErr> {
+    match frame.op {
+        op::READY if !state.ready => {
+            let info: ReadyInfo = rmp_serde::from_slice(frame.body()).map_err(|e| {
+                state.fail(LossReason::ProtocolViolation(format!("bad handshake: {e}")))
+            })?;
+            if info.protocol != PROTOCOL_VERSION {
+                let mut failure = state.fail(LossReason::ProtocolViolation(format!(
+                    "worker speaks protocol {}, host speaks {PROTOCOL_VERSION}",
+                    info.protocol
+                )));
+                if let Some(f) = failure.downcast_mut::<WorkerFailure>() {
+                    f.fatal = true;
+                }
+                return Err(failure);
+            }
+            state.ready = true;
+            tracing::debug!(worker = %state.id, pid = state.pid, python = %info.python, "worker ready");
+            myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
+            let _ = state.pool.cast(PoolMsg::WorkerReady {
+                slot: state.id.slot,
+                generation: state.id.generation,
+                pid: state.pid,
+                info,
+            });
+        }
+        op::OK | op::ERROR if state.in_flight.as_ref().is_some_and(|c| c.id == frame.id) => {
+            let call = state.in_flight.take().expect("checked above");
+            let outcome = if frame.op == op::OK {
+                Ok(Reply(frame))
+            } else {
+                Err(error_reply(&frame, state.spec.launch.max_frame))
+            };
+            let _ = call.reply.send(outcome);
+            if state.stopping {
+                return Ok(());
+            }
+            idle(state);
+        }
+        op::PONG if state.ping.is_some_and(|(id, _)| id == frame.id) => state.ping = None,
+        other => {
+            return Err(state.fail(LossReason::ProtocolViolation(format!(
+                "unexpected frame op {other} id {}",
+                frame.id
+            ))))
+        }
+    }
+    Ok(())
+}
+
+fn error_reply(frame: &Incoming, max_frame: usize) -> Error {
+    let body: ErrorBody = match rmp_serde::from_slice(frame.body()) {
+        Ok(body) => body,
+        Err(e) => return Error::Protocol(format!("undecodable error reply: {e}")),
+    };
+    match body.kind.as_str() {
+        "exception" => Error::Python(PythonError {
+            type_name: body.type_name,
+            module: body.module,
+            message: body.message,
+            traceback: body.traceback,
+        }),
+        "frame_too_large" => Error::FrameTooLarge {
+            what: "result",
+            size: 0,
+            limit: max_frame,
+        },
+        "encode" => Error::Python(PythonError {
+            type_name: "EncodeError".into(),
+            module: "pyvisor_worker".into(),
+            message: body.message,
+            traceback: body.traceback,
+        }),
+        kind => Error::Protocol(format!("worker refused the request ({kind}): {}", body.message)),
+    }
+}

@@ -1,0 +1,30 @@
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::protocol::Incoming;
+
+/// A successful reply: the frame it came in and where its body starts (decoded by the caller).
+#[derive(Debug)]
+pub(crate) struct Reply(pub(crate) Incoming);
+
+impl Reply {
+    pub(crate) fn body(&self) -> &[u8] {
+        self.0.body()
+    }
+}
+
+/// Where a call's outcome goes: straight back to the caller, never through the pool.
+pub(crate) type ReplyTo = oneshot::Sender<Result<Reply, Error>>;
+
+/// One call on its way to a worker. The body is encoded by the caller, before the pool sees it.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) op: u8,
+    pub(crate) body: Vec<u8>,
+    pub(crate) reply: ReplyTo,
+    pub(crate) deadline: Instant,
+    pub(crate) session: Option<Arc<str>>,
+}

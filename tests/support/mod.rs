@@ -1,0 +1,128 @@
+//! Shared helpers of the integration tests: real runtimes over real Python processes.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod events;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyvisor::{PoolConfig, Runtime};
+
+/// Upper bound of every wait in the tests: a failure guard, never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The directory of the Python fixtures (`tests/python`).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// A pool with the fixtures on its path and settings suited to tests.
+pub fn pool(name: &str) -> PoolConfig {
+    PoolConfig::new(name)
+        .size(1)
+        .python_path(fixtures_dir())
+        .startup_timeout(Duration::from_secs(30))
+}
+
+/// Starts a runtime with `pools` and waits until every worker is ready.
+pub async fn runtime(pools: Vec<PoolConfig>) -> Runtime {
+    let rt = start(pools).await;
+    rt.wait_ready().await.expect("pools ready");
+    rt
+}
+
+/// Starts a runtime with `pools` without waiting for readiness.
+pub async fn start(pools: Vec<PoolConfig>) -> Runtime {
+    let mut builder = Runtime::builder();
+    for p in pools {
+        builder = builder.pool(p);
+    }
+    builder.start().await.expect("runtime starts")
+}
+
+/// Polls `check` until it yields `Some`, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < end, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a process with this pid exists (zombies count as gone: they run nothing).
+pub fn alive(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    match status {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// The pids of the workers of `pool`, once every slot is ready.
+pub async fn pids(rt: &Runtime, pool: &str) -> Vec<u32> {
+    let stats = rt.stats().await;
+    let p = stats.iter().find(|p| p.name == pool).expect("pool exists");
+    p.workers.iter().map(|w| w.pid.expect("worker started")).collect()
+}
+
+/// A gate file for `pyvisor_fixtures.gate`: the call blocks until [`Gate::open`].
+pub struct Gate {
+    dir: PathBuf,
+    pub path: String,
+}
+
+impl Gate {
+    pub fn new(name: &str) -> Gate {
+        let dir = std::env::temp_dir().join(format!(
+            "pyvisor-gate-{}-{name}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("open").to_string_lossy().into_owned();
+        Gate { dir, path }
+    }
+
+    /// Waits until the gated call is running in Python.
+    pub async fn wait_started(&self) {
+        let marker = format!("{}.started", self.path);
+        eventually("the gated call to start", || async {
+            std::path::Path::new(&marker).exists().then_some(())
+        })
+        .await;
+    }
+
+    pub fn open(&self) {
+        std::fs::write(&self.path, b"open").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, b"open");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}

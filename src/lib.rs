@@ -29,7 +29,12 @@
 //! See `docs/architecture.md` for the supervision tree and the failure semantics, and
 //! `docs/protocol.md` for the wire protocol.
 
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![deny(unused_must_use)]
 #![warn(clippy::mod_module_files)]
 
@@ -43,6 +48,8 @@ pub mod worker;
 
 pub use error::{Error, LossReason, PythonError, Result, WorkerId};
 pub use pool::{Affinity, PoolConfig, PoolStats, PoolStatus, WorkerStats};
-pub use runtime::{CallOptions, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session};
+pub use runtime::{
+    CallOptions, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
+};
 pub use value::Value;
 pub use worker::ExitStatus;

@@ -74,7 +74,10 @@ enum Phase {
     Running,
     Draining,
     Stopping,
-    Failed { reason: String, stderr_tail: Vec<String> },
+    Failed {
+        reason: String,
+        stderr_tail: Vec<String>,
+    },
 }
 
 pub(crate) struct PoolState {
@@ -211,13 +214,14 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, failure) = match event {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let failure = err.downcast_ref::<WorkerFailure>().cloned().unwrap_or_else(|| {
-                    WorkerFailure {
+                let failure = err
+                    .downcast_ref::<WorkerFailure>()
+                    .cloned()
+                    .unwrap_or_else(|| WorkerFailure {
                         reason: LossReason::ActorFailed(err.to_string()),
                         stderr_tail: Vec::new(),
                         fatal: false,
-                    }
-                });
+                    });
                 (cell, Some(failure))
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
@@ -378,7 +382,9 @@ impl PoolState {
                     slot
                 }
                 None => {
-                    let _ = job.reply.send(Err(Error::Internal("no live worker slot".into())));
+                    let _ = job
+                        .reply
+                        .send(Err(Error::Internal("no live worker slot".into())));
                     return;
                 }
             },
@@ -426,7 +432,9 @@ impl PoolState {
     ) {
         match self.queue.push(job, pin, affinity) {
             Ok(seq) => {
-                myself.send_after(self.config.queue_timeout, move || PoolMsg::QueueTimeout(seq));
+                myself.send_after(self.config.queue_timeout, move || {
+                    PoolMsg::QueueTimeout(seq)
+                });
             }
             Err(job) => {
                 self.saturated += 1;
@@ -446,11 +454,15 @@ impl PoolState {
     fn dispatch(&mut self, slot: usize, job: Job) {
         let s = &mut self.slots[slot];
         let Some(worker) = s.worker.as_ref() else {
-            let _ = job.reply.send(Err(Error::Internal("dispatch to an empty slot".into())));
+            let _ = job
+                .reply
+                .send(Err(Error::Internal("dispatch to an empty slot".into())));
             return;
         };
         s.busy = true;
-        if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Run(job))) = worker.cast(WorkerMsg::Run(job)) {
+        if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Run(job))) =
+            worker.cast(WorkerMsg::Run(job))
+        {
             // The worker died and its supervision event is on its way.
             let _ = job.reply.send(Err(Error::WorkerExited {
                 worker: self.worker_id(slot),
@@ -509,7 +521,12 @@ impl PoolState {
         }
     }
 
-    fn on_worker_failed(&mut self, myself: &ActorRef<PoolMsg>, slot: usize, failure: WorkerFailure) {
+    fn on_worker_failed(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        slot: usize,
+        failure: WorkerFailure,
+    ) {
         tracing::warn!(worker = %self.worker_id(slot), reason = %failure.reason, "worker failed");
         let normal = failure.is_normal_exit();
         self.worker_gone(slot, failure.reason.clone(), failure.stderr_tail.clone());
@@ -523,7 +540,11 @@ impl PoolState {
                 within: Duration::ZERO,
             }
         } else {
-            let exit = if normal { ChildExit::Normal } else { ChildExit::Abnormal };
+            let exit = if normal {
+                ChildExit::Normal
+            } else {
+                ChildExit::Abnormal
+            };
             self.supervisor.child_exited(slot, exit)
         };
         match decision {
@@ -577,7 +598,10 @@ impl PoolState {
         });
         let refusal = self.refusal();
         for q in self.queue.drain() {
-            let _ = q.job.reply.send(refusal.clone().map(|_| unreachable!("failed pool")));
+            let _ = q
+                .job
+                .reply
+                .send(refusal.clone().map(|_| unreachable!("failed pool")));
         }
         for waiter in self.ready_waiters.drain(..) {
             let _ = waiter.send(refusal.clone());
@@ -593,7 +617,10 @@ impl PoolState {
         self.phase = Phase::Draining;
         let pool = self.name.to_string();
         for q in self.queue.drain() {
-            let _ = q.job.reply.send(Err(Error::ShuttingDown { pool: pool.clone() }));
+            let _ = q
+                .job
+                .reply
+                .send(Err(Error::ShuttingDown { pool: pool.clone() }));
         }
         for waiter in self.ready_waiters.drain(..) {
             let _ = waiter.send(Err(Error::ShuttingDown { pool: pool.clone() }));
@@ -666,4 +693,3 @@ impl PoolState {
         }
     }
 }
-

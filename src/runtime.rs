@@ -21,8 +21,8 @@ use crate::pool::{Pool, PoolArgs, PoolConfig, PoolMsg, PoolStats};
 use crate::worker::{LaunchSpec, WorkerSpec};
 
 pub use config::RuntimeConfig;
-pub use events::{Event, EventStream};
 pub(crate) use events::EventBus;
+pub use events::{Event, EventStream};
 pub use session::{CallOptions, Session};
 
 use session::PoolClient;
@@ -116,7 +116,8 @@ impl RuntimeBuilder {
         let mut joins = Vec::new();
         let mut checked = Vec::new();
         for config in self.config.pools {
-            let python = python::resolve(config.python.as_deref().or(self.config.python.as_deref()))?;
+            let python =
+                python::resolve(config.python.as_deref().or(self.config.python.as_deref()))?;
             let mut python_path = config.python_path.clone();
             python_path.extend(python::bundled_worker_dir());
             if !checked.contains(&(python.clone(), python_path.clone())) {
@@ -218,9 +219,12 @@ impl Runtime {
     }
 
     fn pool(&self, pool: &str) -> Result<&Arc<PoolClient>, Error> {
-        self.inner.pools.get(pool).ok_or_else(|| Error::PoolNotFound {
-            pool: pool.to_string(),
-        })
+        self.inner
+            .pools
+            .get(pool)
+            .ok_or_else(|| Error::PoolNotFound {
+                pool: pool.to_string(),
+            })
     }
 
     /// A handle on session `id` of `pool`. Creating the handle sends nothing; the session is
@@ -364,7 +368,10 @@ impl Runtime {
             pool: pool.to_string(),
         };
         let (tx, rx) = oneshot::channel();
-        client.actor.cast(PoolMsg::WaitReady(tx)).map_err(|_| gone())?;
+        client
+            .actor
+            .cast(PoolMsg::WaitReady(tx))
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 

@@ -62,7 +62,9 @@ pub(crate) enum WorkerMsg {
     /// Run a job (the pool only sends one when the worker is idle).
     Run(Job),
     /// Stop: send `SHUTDOWN`, then SIGTERM after `grace`, then SIGKILL after `grace` again.
-    Shutdown { grace: Duration },
+    Shutdown {
+        grace: Duration,
+    },
     Frame(Incoming),
     ReadFailed(ProtocolError),
     ChannelClosed,
@@ -180,7 +182,13 @@ impl Actor for Worker {
             }
         });
 
-        tasks.spawn(capture(spawned.stdout, Stream::Stdout, id.clone(), pid, None));
+        tasks.spawn(capture(
+            spawned.stdout,
+            Stream::Stdout,
+            id.clone(),
+            pid,
+            None,
+        ));
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let stderr = spawned.stderr;
         let (stderr_id, stderr_tail) = (id.clone(), tail.clone());
@@ -193,7 +201,10 @@ impl Actor for Worker {
         let group = spawned.group.clone();
         let me = myself.clone();
         tasks.spawn(async move {
-            let status = child.wait().await.map_or(ExitStatus::Unknown, ExitStatus::from_std);
+            let status = child
+                .wait()
+                .await
+                .map_or(ExitStatus::Unknown, ExitStatus::from_std);
             group.reaped();
             let _ = tokio::time::timeout(STDERR_DRAIN, drained_rx).await;
             let _ = me.cast(WorkerMsg::Exited(status));
@@ -296,7 +307,9 @@ impl Actor for Worker {
 
 /// The heartbeat timer period: a quarter of the timeout, at most the interval.
 fn heartbeat_period(spec: &WorkerSpec) -> Duration {
-    spec.heartbeat_interval.min(spec.heartbeat_timeout / 4).max(Duration::from_millis(10))
+    spec.heartbeat_interval
+        .min(spec.heartbeat_timeout / 4)
+        .max(Duration::from_millis(10))
 }
 
 fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
@@ -405,6 +418,9 @@ fn error_reply(frame: &Incoming, max_frame: usize) -> Error {
             message: body.message,
             traceback: body.traceback,
         }),
-        kind => Error::Protocol(format!("worker refused the request ({kind}): {}", body.message)),
+        kind => Error::Protocol(format!(
+            "worker refused the request ({kind}): {}",
+            body.message
+        )),
     }
 }

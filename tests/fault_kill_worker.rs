@@ -15,21 +15,36 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
     let h1 = rt.session("kill", "h1").unwrap();
     let hint = CallOptions::new().affinity(Affinity::Hint);
 
-    let pid0: u32 = s1.call("pyvisor_fixtures", "state_set", &("k", "v1"), &()).await.unwrap();
-    let pid1: u32 = s2.call("pyvisor_fixtures", "state_set", &("k", "v2"), &()).await.unwrap();
-    assert_ne!(pid0, pid1, "back-to-back sessions land on different workers");
+    let pid0: u32 = s1
+        .call("pyvisor_fixtures", "state_set", &("k", "v1"), &())
+        .await
+        .unwrap();
+    let pid1: u32 = s2
+        .call("pyvisor_fixtures", "state_set", &("k", "v2"), &())
+        .await
+        .unwrap();
+    assert_ne!(
+        pid0, pid1,
+        "back-to-back sessions land on different workers"
+    );
     let h_pid: u32 = h1
         .call_with(hint, "pyvisor_fixtures", "state_set", &("k", "h"), &())
         .await
         .unwrap();
-    assert_eq!(h_pid, pid0, "the third session goes to the idle, equally loaded slot 0");
+    assert_eq!(
+        h_pid, pid0,
+        "the third session goes to the idle, equally loaded slot 0"
+    );
 
     let mut events = rt.events();
     let gate = Gate::new("kill");
     let in_flight = {
         let s1 = s1.clone();
         let path = gate.path.clone();
-        tokio::spawn(async move { s1.call::<u32>("pyvisor_fixtures", "gate", &(path,), &()).await })
+        tokio::spawn(async move {
+            s1.call::<u32>("pyvisor_fixtures", "gate", &(path,), &())
+                .await
+        })
     };
     gate.wait_started().await;
     signal(pid0, libc::SIGKILL);
@@ -37,13 +52,20 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
     match in_flight.await.unwrap() {
         Err(Error::WorkerExited { worker, reason, .. }) => {
             assert_eq!((worker.slot, worker.generation), (0, 0));
-            assert_eq!(reason, LossReason::WorkerExited(ExitStatus::Signal(libc::SIGKILL)));
+            assert_eq!(
+                reason,
+                LossReason::WorkerExited(ExitStatus::Signal(libc::SIGKILL))
+            );
         }
         other => panic!("the caller must get WorkerExited, got {other:?}"),
     }
 
     let seen = until(&mut events, |e| label(e).starts_with("WorkerRestarted")).await;
-    let labels: Vec<String> = seen.iter().filter(|e| pool_of(e) == "kill").map(label).collect();
+    let labels: Vec<String> = seen
+        .iter()
+        .filter(|e| pool_of(e) == "kill")
+        .map(label)
+        .collect();
     assert_eq!(
         labels,
         [
@@ -57,20 +79,36 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
 
     // After the restart, the strict session still learns its state is gone, every time.
     for _ in 0..2 {
-        match s1.call::<String>("pyvisor_fixtures", "state_get", &("k",), &()).await {
-            Err(Error::SessionWorkerUnavailable { session, worker, reason }) => {
+        match s1
+            .call::<String>("pyvisor_fixtures", "state_get", &("k",), &())
+            .await
+        {
+            Err(Error::SessionWorkerUnavailable {
+                session,
+                worker,
+                reason,
+            }) => {
                 assert_eq!(session, "s1");
                 assert_eq!((worker.slot, worker.generation), (0, 0));
-                assert_eq!(reason, LossReason::WorkerExited(ExitStatus::Signal(libc::SIGKILL)));
+                assert_eq!(
+                    reason,
+                    LossReason::WorkerExited(ExitStatus::Signal(libc::SIGKILL))
+                );
             }
             other => panic!("expected SessionWorkerUnavailable, got {other:?}"),
         }
     }
 
     // The untouched session keeps its state; the hint session carries on, on a fresh worker.
-    let v2: String = s2.call("pyvisor_fixtures", "state_get", &("k",), &()).await.unwrap();
+    let v2: String = s2
+        .call("pyvisor_fixtures", "state_get", &("k",), &())
+        .await
+        .unwrap();
     assert_eq!(v2, "v2");
-    let h_new: u32 = h1.call_with(hint, "pyvisor_fixtures", "pid", &(), &()).await.unwrap();
+    let h_new: u32 = h1
+        .call_with(hint, "pyvisor_fixtures", "pid", &(), &())
+        .await
+        .unwrap();
     assert_ne!(h_new, pid0);
 
     let stats = rt.stats().await;
@@ -80,7 +118,10 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
 
     // Once the caller resets the session, it starts afresh: its old state is visibly absent.
     s1.reset().unwrap();
-    match s1.call::<String>("pyvisor_fixtures", "state_get", &("k",), &()).await {
+    match s1
+        .call::<String>("pyvisor_fixtures", "state_get", &("k",), &())
+        .await
+    {
         Err(Error::Python(py)) => assert_eq!(py.type_name, "KeyError"),
         other => panic!("a reset session must start empty, got {other:?}"),
     }
@@ -91,7 +132,10 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
 async fn a_hint_session_on_a_killed_worker_is_told_and_replaced() {
     let rt = runtime(vec![pool("hintkill").size(1)]).await;
     let s = rt.session("hintkill", "h").unwrap();
-    let pid: u32 = s.call("pyvisor_fixtures", "state_set", &("k", 1), &()).await.unwrap();
+    let pid: u32 = s
+        .call("pyvisor_fixtures", "state_set", &("k", 1), &())
+        .await
+        .unwrap();
     let mut events = rt.events();
     signal(pid, libc::SIGKILL);
     let seen = until(&mut events, |e| label(e).starts_with("WorkerRestarted")).await;
@@ -105,7 +149,10 @@ async fn a_hint_session_on_a_killed_worker_is_told_and_replaced() {
         ]
     );
     // Re-placed, and visibly fresh: the old state is not there.
-    match s.call::<i64>("pyvisor_fixtures", "state_get", &("k",), &()).await {
+    match s
+        .call::<i64>("pyvisor_fixtures", "state_get", &("k",), &())
+        .await
+    {
         Err(Error::Python(py)) => assert_eq!(py.type_name, "KeyError"),
         other => panic!("expected a fresh interpreter, got {other:?}"),
     }

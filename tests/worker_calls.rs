@@ -15,13 +15,19 @@ async fn a_call_round_trips_with_args_and_kwargs() {
     let root: f64 = s.call("math", "sqrt", &(2.0,), &()).await.unwrap();
     assert_eq!(root, 2f64.sqrt());
 
-    let joined: String = s.call("os", "path.join", &("a", "b", "c"), &()).await.unwrap();
+    let joined: String = s
+        .call("os", "path.join", &("a", "b", "c"), &())
+        .await
+        .unwrap();
     assert_eq!(joined, "a/b/c");
 
     let mut kwargs = BTreeMap::new();
     kwargs.insert("sep", "-");
     kwargs.insert("end", "");
-    let none: Option<i64> = s.call("builtins", "print", &("x", "y"), &kwargs).await.unwrap();
+    let none: Option<i64> = s
+        .call("builtins", "print", &("x", "y"), &kwargs)
+        .await
+        .unwrap();
     assert_eq!(none, None);
 
     let v: Value = s
@@ -54,7 +60,11 @@ async fn a_python_exception_arrives_with_type_message_and_traceback() {
     assert_eq!(py.module, "builtins");
     assert_eq!(py.message, "bad input");
     assert!(py.traceback.contains("in inner"), "{}", py.traceback);
-    assert!(py.traceback.contains("ValueError: bad input"), "{}", py.traceback);
+    assert!(
+        py.traceback.contains("ValueError: bad input"),
+        "{}",
+        py.traceback
+    );
 
     // The worker carries on after the exception.
     let n: i64 = s.call("builtins", "len", &("abc",), &()).await.unwrap();
@@ -91,7 +101,13 @@ async fn a_result_of_the_wrong_rust_type_is_a_decode_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Decode { expected: "i64", .. }),
+        matches!(
+            err,
+            Error::Decode {
+                expected: "i64",
+                ..
+            }
+        ),
         "{err:?}"
     );
     rt.shutdown().await;
@@ -104,14 +120,29 @@ async fn oversize_requests_and_results_fail_alone_and_the_worker_keeps_serving()
     let pid: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
 
     let big = serde_bytes_like(100 * 1024);
-    let err = s.call::<()>("pyvisor_fixtures", "echo", &(big,), &()).await.unwrap_err();
-    assert!(matches!(err, Error::FrameTooLarge { what: "request", .. }), "{err:?}");
+    let err = s
+        .call::<()>("pyvisor_fixtures", "echo", &(big,), &())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::FrameTooLarge {
+                what: "request",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     let err = s
         .call::<Value>("pyvisor_fixtures", "big_bytes", &(100 * 1024,), &())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::FrameTooLarge { what: "result", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::FrameTooLarge { what: "result", .. }),
+        "{err:?}"
+    );
 
     let again: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
     assert_eq!(again, pid, "the same worker serves on");

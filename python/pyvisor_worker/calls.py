@@ -15,7 +15,7 @@ __all__ = ["BadRequest", "ErrorMap", "error_map", "exception_error", "parse_call
 ErrorMap = Dict[str, str]
 
 _EMPTY_KWARGS: Dict[str, Any] = {}
-_NO_ARGS: list = []
+_NO_ARGS: List[Any] = []  # only ever unpacked with *, never mutated
 
 
 class BadRequest(Exception):
@@ -63,8 +63,8 @@ def exception_error(exc: BaseException, tb: Optional[TracebackType] = None) -> E
 def parse_call(body: Any) -> Tuple[str, str, List[Any], Dict[str, Any]]:
     """``(module, function, args, kwargs)`` of a ``CALL`` body, or ``BadRequest``.
 
-    ``module``, ``function`` and ``args`` are required; ``kwargs`` and ``session`` may be nil or
-    absent.
+    ``module`` and ``function`` are required; ``args``, ``kwargs`` and ``session`` may be nil or
+    absent (no positional arguments, no keyword arguments, no session).
     """
     if type(body) is not dict:
         raise BadRequest(f"CALL body must be a map, not {type(body).__name__}")
@@ -76,7 +76,7 @@ def parse_call(body: Any) -> Tuple[str, str, List[Any], Dict[str, Any]]:
         raise BadRequest(_field_problem(body, "function", "a non-empty string"))
     args = body.get("args")
     if args is None:
-        args = _NO_ARGS
+        args = _NO_ARGS  # the Rust host serialises `()` (no arguments) as nil
     elif type(args) is not list:
         raise BadRequest(_field_problem(body, "args", "an array or nil"))
     kwargs = body.get("kwargs")

@@ -140,7 +140,7 @@ def read_frame(fd: int, max_frame: int) -> Optional[bytes]:
     if len(head) != 4:  # pragma: no cover - _read_exact guarantees it
         raise ProtocolError("short frame header")
     (size,) = _LEN.unpack(head)
-    if size > max_frame * 2:
+    if size > max_frame:
         raise FrameTooLarge(size, max_frame)
     if size == 0:
         return b""

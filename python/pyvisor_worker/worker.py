@@ -13,7 +13,7 @@ import queue
 import sys
 import threading
 import traceback
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from . import __version__, calls, value
 from .protocol import (
@@ -48,7 +48,6 @@ WATCHDOG_SECONDS = 2.0
 
 _NIL = b"\xc0"
 _STOP = object()
-_Item = Tuple[int, int, Any]
 
 
 class _StartupError(Exception):

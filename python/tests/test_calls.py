@@ -26,6 +26,19 @@ def test_dotted_function_and_kwargs():
 
 def test_nil_or_missing_kwargs_and_session_mean_none():
     assert execute({"module": "math", "function": "sqrt", "args": [4.0]}) == (True, 2.0)
+    assert execute({"module": "math", "function": "sqrt", "args": [4.0], "kwargs": None,
+                    "session": None}) == (True, 2.0)
+
+
+@pytest.mark.parametrize("body", [
+    {"module": "time", "function": "time", "args": None, "kwargs": None},
+    {"module": "time", "function": "time"},
+])
+def test_nil_or_missing_args_mean_no_positional_arguments(body):
+    ok, result = execute(body)
+    assert ok and isinstance(result, float)
+    assert execute({"module": "pyvisor_test_helpers", "function": "echo", "args": None,
+                    "kwargs": {"k": 1}}) == (True, [[], {"k": 1}])
     assert call("math", "sqrt", [4.0], None, "s1") == (True, 2.0)
 
 
@@ -110,8 +123,6 @@ def test_the_resolved_function_is_looked_up_every_time(monkeypatch):
     {"module": "math", "function": "", "args": []},
     {"module": b"math", "function": "sqrt", "args": []},
     {"module": "math", "function": 1, "args": []},
-    {"module": "math", "function": "sqrt"},
-    {"module": "math", "function": "sqrt", "args": None},
     {"module": "math", "function": "sqrt", "args": "abc"},
     {"module": "math", "function": "sqrt", "args": [], "kwargs": []},
     {"module": "math", "function": "sqrt", "args": [], "kwargs": {1: 2}},

@@ -95,7 +95,8 @@ def test_read_frame_reads_frames_then_none_at_end_of_stream(pipe):
 def test_read_frame_accepts_exactly_the_limit_and_refuses_one_more(pipe):
     os.write(pipe["w"], frame(b"x" * 16))
     assert read_frame(pipe["r"], 16) == b"x" * 16
-    os.write(pipe["w"], struct.pack(">I", 17))  # no payload: it must not be waited for
+    os.write(pipe["w"], struct.pack(">I", 17))
+    close_write(pipe)  # a reader that waited for the payload would hit end of stream instead
     with pytest.raises(FrameTooLarge) as info:
         read_frame(pipe["r"], 16)
     assert (info.value.size, info.value.limit) == (17, 16)

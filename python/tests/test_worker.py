@@ -43,6 +43,7 @@ class Worker:
             ),
         )
         full_env.pop("PYVISOR_PRELOAD", None)
+        full_env.pop("PYTHONUNBUFFERED", None)  # the host does not promise it: stdout is a pipe
         full_env.pop("PYVISOR_MAX_FRAME", None)
         full_env.update(env or {})
         for name in unset:
@@ -236,6 +237,13 @@ def test_dotted_functions_kwargs_and_large_ids(worker):
     assert worker.recv() == (OK, 3, [[1, b"\x00", None], {"k": {"n": [1.5]}}])
 
 
+def test_nil_args_and_kwargs_mean_none(worker):
+    # What the Rust host sends for `()` arguments.
+    worker.send(CALL, 1, {"module": "pyvisor_test_helpers", "function": "echo", "args": None,
+                          "kwargs": None, "session": None})
+    assert worker.recv() == (OK, 1, [[], {}])
+
+
 def test_calls_run_on_the_main_thread(worker):
     worker.call(1, "pyvisor_test_helpers", "on_main_thread")
     assert worker.recv() == (OK, 1, True)
@@ -297,7 +305,7 @@ def test_an_unencodable_result_is_an_encode_error(worker):
     "not a map",
     {"function": "sqrt", "args": []},
     {"module": "math", "args": []},
-    {"module": "math", "function": "sqrt"},
+    {"module": "math", "function": "sqrt", "args": "x"},
     {"module": "math", "function": "sqrt", "args": {"x": 1}},
     {"module": "math", "function": "sqrt", "args": [], "kwargs": [1]},
     {"module": 3, "function": "sqrt", "args": []},
@@ -331,6 +339,13 @@ def test_output_spam_does_not_corrupt_the_channel(worker):
     out, err = worker.out(), worker.err()
     assert "stdout line 1999" in out and "raw bytes on fd 1" in out
     assert "stderr line 1999" in err and "raw bytes on fd 2" in err
+
+
+def test_stdout_is_line_buffered_so_the_host_sees_lines_at_once(worker):
+    worker.call(1, "builtins", "print", ["a line printed by the call"])
+    assert worker.recv() == (OK, 1, None)
+    assert worker.proc.poll() is None
+    assert "a line printed by the call\n" in worker.out()  # no exit, no flush: yet it is there
 
 
 # -- ping, shutdown, end of stream --------------------------------------------------------------

@@ -42,7 +42,12 @@ impl Queue {
     }
 
     /// Queues a job; gives it back when the queue is full.
-    pub(crate) fn push(&mut self, job: Job, pin: Option<usize>, affinity: Affinity) -> Result<u64, Job> {
+    pub(crate) fn push(
+        &mut self,
+        job: Job,
+        pin: Option<usize>,
+        affinity: Affinity,
+    ) -> Result<u64, Job> {
         self.items.retain(|q| !q.job.reply.is_closed());
         if self.items.len() >= self.capacity {
             return Err(job);

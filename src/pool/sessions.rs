@@ -6,8 +6,14 @@ use crate::error::{LossReason, WorkerId};
 /// Where a session's state lives, or the record that it was lost.
 #[derive(Debug, Clone)]
 pub(crate) enum Binding {
-    Bound { slot: usize, generation: u64 },
-    Lost { worker: WorkerId, reason: LossReason },
+    Bound {
+        slot: usize,
+        generation: u64,
+    },
+    Lost {
+        worker: WorkerId,
+        reason: LossReason,
+    },
 }
 
 /// The pool's session registry: session id → binding.
@@ -22,8 +28,16 @@ impl Sessions {
     }
 
     /// Binds `session` to a worker; returns the slot it was bound to before, if any.
-    pub(crate) fn bind(&mut self, session: Arc<str>, slot: usize, generation: u64) -> Option<usize> {
-        match self.map.insert(session, Binding::Bound { slot, generation }) {
+    pub(crate) fn bind(
+        &mut self,
+        session: Arc<str>,
+        slot: usize,
+        generation: u64,
+    ) -> Option<usize> {
+        match self
+            .map
+            .insert(session, Binding::Bound { slot, generation })
+        {
             Some(Binding::Bound { slot, .. }) => Some(slot),
             _ => None,
         }
@@ -73,7 +87,10 @@ mod tests {
         let lost = s.mark_lost(&WorkerId::new("p", 0, 1), &LossReason::HeartbeatTimeout);
         assert_eq!(lost, vec![Arc::<str>::from("a")]);
         assert!(matches!(s.get("a"), Some(Binding::Lost { .. })));
-        assert!(matches!(s.get("b"), Some(Binding::Bound { generation: 2, .. })));
+        assert!(matches!(
+            s.get("b"),
+            Some(Binding::Bound { generation: 2, .. })
+        ));
     }
 
     #[test]

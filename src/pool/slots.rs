@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn sessions_created_back_to_back_spread_over_starting_workers() {
-        let mut slots = vec![slot(SlotStatus::Starting, false, 0), slot(SlotStatus::Starting, false, 0)];
+        let mut slots = vec![
+            slot(SlotStatus::Starting, false, 0),
+            slot(SlotStatus::Starting, false, 0),
+        ];
         let first = place_session(&slots).unwrap();
         slots[first].sessions += 1;
         let second = place_session(&slots).unwrap();
@@ -103,7 +106,10 @@ mod tests {
 
     #[test]
     fn among_equally_loaded_workers_an_idle_one_wins() {
-        let slots = vec![slot(SlotStatus::Ready, true, 1), slot(SlotStatus::Ready, false, 1)];
+        let slots = vec![
+            slot(SlotStatus::Ready, true, 1),
+            slot(SlotStatus::Ready, false, 1),
+        ];
         assert_eq!(place_session(&slots), Some(1));
     }
 

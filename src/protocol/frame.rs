@@ -115,7 +115,10 @@ mod tests {
         let frame = encode_request(1, 1, &[0xc0; 64]);
         let mut reader = FrameReader::new(frame.as_slice(), 16);
         let err = reader.next().await.unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge { limit: 16, .. }));
+        assert!(matches!(
+            err,
+            ProtocolError::FrameTooLarge { limit: 16, .. }
+        ));
     }
 
     #[tokio::test]

@@ -3,7 +3,12 @@ use std::time::Duration;
 use super::*;
 
 fn fixed() -> ExponentialBackoff {
-    ExponentialBackoff::new(Duration::from_millis(10), Duration::from_millis(80), 2.0, 0.0)
+    ExponentialBackoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(80),
+        2.0,
+        0.0,
+    )
 }
 
 fn sup(policy: RestartPolicy, max: u32, within_secs: u64) -> Supervisor {
@@ -102,7 +107,8 @@ async fn temporary_children_are_never_restarted_and_cost_no_intensity() {
 
 #[test]
 fn jitter_stays_within_its_fraction() {
-    let mut b = ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1), 2.0, 0.2);
+    let mut b =
+        ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(1), 2.0, 0.2);
     for _ in 0..200 {
         let d = b.delay(0).as_secs_f64();
         assert!((0.08..=0.12).contains(&d), "{d}");

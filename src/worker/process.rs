@@ -139,7 +139,9 @@ pub(crate) fn spawn(spec: &LaunchSpec, worker: &WorkerId) -> io::Result<Spawned>
     let mut child = cmd.spawn()?;
     drop(req_read);
     drop(rep_write);
-    let pid = child.id().ok_or_else(|| io::Error::other("worker exited at once"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("worker exited at once"))?;
     let group = ProcessGroup {
         pgid: pid as i32,
         cleaned: Arc::new(AtomicBool::new(false)),

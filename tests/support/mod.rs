@@ -52,7 +52,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "gave up waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "gave up waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -62,7 +65,10 @@ pub fn alive(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/stat"));
     match status {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             state != Some("Z") && state != Some("X")
         }
         Err(_) => false,
@@ -80,7 +86,10 @@ pub fn signal(pid: u32, signal: i32) {
 pub async fn pids(rt: &Runtime, pool: &str) -> Vec<u32> {
     let stats = rt.stats().await;
     let p = stats.iter().find(|p| p.name == pool).expect("pool exists");
-    p.workers.iter().map(|w| w.pid.expect("worker started")).collect()
+    p.workers
+        .iter()
+        .map(|w| w.pid.expect("worker started"))
+        .collect()
 }
 
 /// A gate file for `pyvisor_fixtures.gate`: the call blocks until [`Gate::open`].
@@ -124,5 +133,7 @@ impl Drop for Gate {
 
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit, integration and doc tests (real Python workers) and the worker
+# package's pytest suite. Prepares the Python environment first if it is missing.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/setup-python.sh
+cargo test --all-targets
+cargo test --doc
+.venv/bin/python -m pytest -q python/tests

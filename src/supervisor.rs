@@ -19,7 +19,7 @@
 //! use pyvisor::supervisor::{ChildExit, Decision, RestartIntensity, RestartPolicy, Supervisor};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let mut sup = Supervisor::new(
+//! let mut sup: Supervisor = Supervisor::new(
 //!     RestartPolicy::Permanent,
 //!     RestartIntensity::new(1, Duration::from_secs(5)),
 //!     Default::default(),
@@ -115,12 +115,11 @@ impl<B: Backoff> Supervisor<B> {
     ///
     /// If `child` is not below the number of children given to [`Supervisor::new`].
     pub fn child_exited(&mut self, child: usize, exit: ChildExit) -> Decision {
-        let restart = match (self.policy, exit) {
-            (RestartPolicy::Temporary, _) => false,
-            (RestartPolicy::Transient, ChildExit::Normal) => false,
-            _ => true,
-        };
-        if !restart {
+        let leave = matches!(
+            (self.policy, exit),
+            (RestartPolicy::Temporary, _) | (RestartPolicy::Transient, ChildExit::Normal)
+        );
+        if leave {
             return Decision::Leave;
         }
         let now = Instant::now();

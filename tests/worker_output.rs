@@ -113,7 +113,7 @@ async fn print_floods_on_stdout_and_stderr_reach_tracing_and_leave_the_channel_i
         );
         assert_eq!(line.pid, u64::from(pid));
     }
-    let all = lines.lock().unwrap();
+    let all = lines.lock().unwrap().clone();
     for stream in ["stdout", "stderr"] {
         let kind = if stream == "stdout" { "out" } else { "err" };
         for round in 0..3 {
@@ -130,6 +130,5 @@ async fn print_floods_on_stdout_and_stderr_reach_tracing_and_leave_the_channel_i
         all.iter().any(|l| l.message == "round0 partial"),
         "a line written in pieces is whole"
     );
-    drop(all);
     rt.shutdown().await;
 }

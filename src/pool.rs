@@ -326,18 +326,26 @@ impl PoolState {
         } else {
             Event::WorkerRestarted { worker, pid }
         });
-        if matches!(self.phase, Phase::Starting)
-            && self.slots.iter().all(|s| s.status == SlotStatus::Ready)
-        {
-            self.phase = Phase::Running;
-            self.events.emit(Event::PoolReady {
-                pool: self.name.to_string(),
-            });
-            for waiter in self.ready_waiters.drain(..) {
-                let _ = waiter.send(Ok(()));
-            }
-        }
+        self.maybe_running();
         self.drain_queue(slot);
+    }
+
+    /// Leaves `Starting` once every slot that is still supervised has completed a handshake.
+    fn maybe_running(&mut self) {
+        let live = || self.slots.iter().filter(|s| s.is_live());
+        if !matches!(self.phase, Phase::Starting)
+            || live().count() == 0
+            || !live().all(|s| s.status == SlotStatus::Ready)
+        {
+            return;
+        }
+        self.phase = Phase::Running;
+        self.events.emit(Event::PoolReady {
+            pool: self.name.to_string(),
+        });
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
     }
 
     fn on_idle(&mut self, myself: &ActorRef<PoolMsg>, slot: usize, generation: u64) {
@@ -558,7 +566,9 @@ impl PoolState {
             }
             Decision::Leave => {
                 self.slots[slot].status = SlotStatus::Stopped;
-                if !self.slots.iter().any(Slot::is_live) {
+                if self.slots.iter().any(Slot::is_live) {
+                    self.maybe_running();
+                } else {
                     self.fail("every worker stopped".into(), failure.stderr_tail);
                 }
             }

@@ -235,6 +235,23 @@ pub enum Error {
     /// The Python code raised.
     #[error("python raised {0}")]
     Python(PythonError),
+    /// The worker does not hold this ref (released, evicted by the ref limits, or never issued).
+    #[error("ref not found: {0}")]
+    RefNotFound(String),
+    /// A ref was used in another session than the one that owns it.
+    #[error("ref of session {ref_session:?} used in session {session:?}")]
+    RefSessionMismatch {
+        /// The session that owns the ref.
+        ref_session: Option<String>,
+        /// The session of the call.
+        session: Option<String>,
+    },
+    /// A ref cannot be used in this call (another pool, or refs of two workers in one call).
+    #[error("invalid ref: {0}")]
+    InvalidRef(String),
+    /// The pool's policy forbids this module, or eval/exec.
+    #[error("not allowed by the pool's policy: {0}")]
+    NotAllowed(String),
     /// The request or its reply exceeds the configured maximum frame size.
     #[error("{what} is {size} bytes, above the {limit}-byte frame limit")]
     FrameTooLarge {

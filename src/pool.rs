@@ -57,6 +57,8 @@ pub(crate) enum PoolMsg {
     },
     QueueTimeout(u64),
     ResetSession(Arc<str>),
+    /// The last handle of a session was dropped: release it on its worker (best effort).
+    CloseSession(Job),
     Stats(oneshot::Sender<PoolStats>),
     WaitReady(oneshot::Sender<Result<(), Error>>),
     Shutdown(oneshot::Sender<()>),
@@ -187,6 +189,7 @@ impl Actor for Pool {
                     state.slots[slot].sessions -= 1;
                 }
             }
+            PoolMsg::CloseSession(job) => state.close_session(&myself, job),
             PoolMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
@@ -367,6 +370,9 @@ impl PoolState {
             return;
         }
         let affinity = affinity.unwrap_or(self.config.affinity);
+        if let Some((slot, generation)) = job.pin {
+            return self.admit_pinned(myself, job, affinity, slot, generation);
+        }
         let Some(session) = job.session.clone() else {
             match any_idle(&self.slots) {
                 Some(slot) => self.dispatch(slot, job),
@@ -420,6 +426,86 @@ impl PoolState {
                     self.enqueue(myself, job, Some(slot), affinity);
                 }
             }
+        }
+    }
+
+    /// Routes a call that carries refs: it must run on the worker that holds them.
+    fn admit_pinned(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        job: Job,
+        affinity: Affinity,
+        slot: usize,
+        generation: u64,
+    ) {
+        let session = job.session.clone();
+        let lost = |reason: LossReason| Error::SessionWorkerUnavailable {
+            session: session.as_deref().unwrap_or_default().to_string(),
+            worker: WorkerId::new(self.name.as_ref(), slot, generation),
+            reason,
+        };
+        let Some(s) = self.slots.get(slot) else {
+            let _ = job.reply.send(Err(Error::InvalidRef(format!(
+                "pool {} has no slot {slot}",
+                self.name
+            ))));
+            return;
+        };
+        if s.generation != generation || !s.is_live() {
+            let reason = s.loss_of(generation);
+            let outcome = match reason {
+                Some(reason) => lost(reason),
+                None => Error::InvalidRef(format!("no worker {}/{slot}#{generation}", self.name)),
+            };
+            let _ = job.reply.send(Err(outcome));
+            return;
+        }
+        if let Some(session) = session {
+            match self.sessions.get(&session) {
+                Some(Binding::Lost { worker, reason }) if affinity.is_strict() => {
+                    let _ = job.reply.send(Err(Error::SessionWorkerUnavailable {
+                        session: session.to_string(),
+                        worker: worker.clone(),
+                        reason: reason.clone(),
+                    }));
+                    return;
+                }
+                Some(Binding::Bound { .. }) => {}
+                _ => self.bind(session, slot),
+            }
+        }
+        if self.slots[slot].is_idle() {
+            self.dispatch(slot, job);
+        } else if affinity == Affinity::StrictFailFast
+            && self.slots[slot].status == SlotStatus::Ready
+        {
+            let _ = job.reply.send(Err(Error::WorkerBusy {
+                session: job.session.as_deref().unwrap_or_default().to_string(),
+                worker: self.worker_id(slot),
+            }));
+        } else {
+            self.enqueue(myself, job, Some(slot), Affinity::StrictQueue);
+        }
+    }
+
+    /// Releases a dropped session on its worker (if that worker still holds it) and forgets it.
+    fn close_session(&mut self, myself: &ActorRef<PoolMsg>, mut job: Job) {
+        let Some(session) = job.session.clone() else {
+            return;
+        };
+        if let Some(Binding::Bound { slot, generation }) = self.sessions.get(&session).cloned() {
+            let s = &self.slots[slot];
+            if s.generation == generation && s.is_live() && self.refusal().is_ok() {
+                job.pin = Some((slot, generation));
+                if s.is_idle() {
+                    self.dispatch(slot, job);
+                } else {
+                    self.enqueue(myself, job, Some(slot), Affinity::StrictQueue);
+                }
+            }
+        }
+        if let Some(slot) = self.sessions.remove(&session) {
+            self.slots[slot].sessions -= 1;
         }
     }
 
@@ -504,6 +590,7 @@ impl PoolState {
         let s = &mut self.slots[slot];
         s.busy = false;
         s.sessions = 0;
+        s.record_loss(worker.generation, reason.clone());
         self.events.emit(Event::WorkerExited {
             worker: worker.clone(),
             pid,

@@ -11,7 +11,10 @@ mod message;
 pub use error::ProtocolError;
 pub(crate) use frame::{encode_request, FrameReader, Incoming, NIL_BODY};
 pub use message::ReadyInfo;
-pub(crate) use message::{CallBody, ErrorBody};
+pub(crate) use message::{
+    CallBody, ContextBody, ErrorBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody,
+    StreamNextBody, StreamPage, Target,
+};
 
 /// The protocol version this crate speaks; the worker must report the same in its handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -28,4 +31,10 @@ pub(crate) mod op {
     pub(crate) const PING: u8 = 4;
     pub(crate) const PONG: u8 = 5;
     pub(crate) const SHUTDOWN: u8 = 6;
+    pub(crate) const CALL_METHOD: u8 = 7;
+    pub(crate) const GET_ATTR: u8 = 8;
+    pub(crate) const SET_ATTR: u8 = 9;
+    pub(crate) const RELEASE: u8 = 10;
+    pub(crate) const STREAM_NEXT: u8 = 11;
+    pub(crate) const CONTEXT: u8 = 12;
 }

@@ -1,5 +1,6 @@
 //! The runtime: a set of named pools, their event stream and their lifecycle.
 
+mod client;
 mod config;
 pub(crate) mod duration;
 mod events;
@@ -8,7 +9,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use ractor::Actor;
 use serde::de::DeserializeOwned;
@@ -25,7 +26,10 @@ pub(crate) use events::EventBus;
 pub use events::{Event, EventStream};
 pub use session::{CallOptions, Session};
 
-use session::PoolClient;
+type SessionKey = (String, Arc<str>);
+
+use client::PoolClient;
+use session::SessionInner;
 
 /// Builds a [`Runtime`].
 ///
@@ -162,6 +166,7 @@ impl RuntimeBuilder {
                 pools,
                 events,
                 joins: Mutex::new(joins),
+                sessions: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -172,6 +177,8 @@ struct Inner {
     pools: HashMap<String, Arc<PoolClient>>,
     events: EventBus,
     joins: Mutex<Vec<JoinHandle<()>>>,
+    /// Live session handles, so that every handle of one session shares one release-on-drop.
+    sessions: Mutex<HashMap<SessionKey, Weak<SessionInner>>>,
 }
 
 impl Drop for Inner {
@@ -228,7 +235,8 @@ impl Runtime {
     }
 
     /// A handle on session `id` of `pool`. Creating the handle sends nothing; the session is
-    /// placed on a worker by its first call.
+    /// placed on a worker by its first call. While a handle is alive, this returns a clone of it;
+    /// when the last one is dropped, the session is released on its worker.
     ///
     /// # Errors
     ///
@@ -243,10 +251,19 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub fn session(&self, pool: &str, id: impl Into<Arc<str>>) -> Result<Session, Error> {
-        Ok(Session {
-            pool: self.pool(pool)?.clone(),
-            id: id.into(),
-        })
+        let client = self.pool(pool)?.clone();
+        let id: Arc<str> = id.into();
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let key = (pool.to_string(), id.clone());
+        if let Some(inner) = sessions.get(&key).and_then(Weak::upgrade) {
+            return Ok(Session { inner });
+        }
+        if sessions.len() >= 64 && sessions.len().is_power_of_two() {
+            sessions.retain(|_, s| s.strong_count() > 0);
+        }
+        let inner = Arc::new(SessionInner { pool: client, id });
+        sessions.insert(key, Arc::downgrade(&inner));
+        Ok(Session { inner })
     }
 
     /// Calls `module.function(*args, **kwargs)` on any free worker of `pool`, outside any session.
@@ -267,7 +284,7 @@ impl Runtime {
     /// assert_eq!(n, 3);
     /// # Ok(()) }
     /// ```
-    pub async fn call<R: DeserializeOwned>(
+    pub async fn call<R: DeserializeOwned + 'static>(
         &self,
         pool: &str,
         module: &str,
@@ -275,8 +292,20 @@ impl Runtime {
         args: &(impl Serialize + ?Sized),
         kwargs: &(impl Serialize + ?Sized),
     ) -> Result<R, Error> {
+        let body = crate::protocol::CallBody {
+            module,
+            function,
+            args,
+            kwargs,
+            session: None,
+        };
         self.pool(pool)?
-            .call(None, CallOptions::default(), module, function, args, kwargs)
+            .request(
+                None,
+                CallOptions::default(),
+                crate::protocol::op::CALL,
+                &body,
+            )
             .await
     }
 

@@ -1,33 +1,48 @@
-//! Dynamic Python values.
+//! Python values in Rust, and the codec between them (`docs/values.md`).
 //!
-//! [`Value`] holds any value that crosses the wire without a Rust type for it: use it as a call's
-//! result type when the shape is not known in advance. Typed calls work with any `serde` type
-//! instead (`session.call::<f64>(...)`).
+//! [`Value`] holds any value that crosses the wire: use it as a call's result type when the shape
+//! is not known in advance. Typed calls take any `serde` type instead
+//! (`session.call::<f64>(...)`, `session.call::<Vec<(String, i64)>>(...)`). Python types that
+//! MessagePack cannot express (tuple, set, complex, datetime, big ints, numpy arrays, refs) travel
+//! as MessagePack ext types, never as magic map keys.
 
-use std::fmt;
+mod de;
+mod ext;
+mod from;
+mod ndarray;
+mod reference;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-/// A MessagePack-native Python value.
+pub use from::from_value;
+pub use ndarray::NdArray;
+pub use reference::{Ref, StreamRef};
+
+pub(crate) use reference::collect_refs;
+
+/// A Python value.
 ///
 /// | Python | `Value` |
 /// |---|---|
 /// | `None` | `Nil` |
 /// | `bool` | `Bool` |
-/// | `int` (fits i64 / u64) | `Int` / `UInt` |
+/// | `int` (fits i64 / u64 / beyond) | `Int` / `UInt` / `BigInt` (decimal text) |
 /// | `float` | `Float` (NaN and ±inf exact) |
-/// | `str` | `Str` |
-/// | `bytes` | `Bytes` |
-/// | `list`, `tuple` | `List` |
+/// | `str` / `bytes` | `Str` / `Bytes` |
+/// | `list` / `tuple` | `List` / `Tuple` |
+/// | `set` / `frozenset` | `Set` / `FrozenSet` |
 /// | `dict` | `Map` (insertion order, any keys) |
+/// | `complex` | `Complex` |
+/// | `datetime` / `date` / `time` | `DateTime` / `Date` / `Time` (ISO 8601 text) |
+/// | `numpy.ndarray` | `NdArray` |
+/// | any other object | `Ref`; generators and iterators `StreamRef` |
 ///
 /// # Examples
 ///
 /// ```
 /// use pyvisor::Value;
 ///
-/// let v = Value::List(vec![Value::Int(1), Value::Str("a".into())]);
+/// let v = Value::Tuple(vec![Value::Int(1), Value::Str("a".into())]);
 /// let bytes = rmp_serde::to_vec(&v).unwrap();
 /// let back: Value = rmp_serde::from_slice(&bytes).unwrap();
 /// assert_eq!(v, back);
@@ -44,19 +59,80 @@ pub enum Value {
     Int(i64),
     /// An `int` above `i64::MAX` that fits in `u64`.
     UInt(u64),
+    /// An `int` beyond 64 bits, as decimal text (`"-123456789012345678901234567890"`).
+    BigInt(String),
     /// `float`.
     Float(f64),
     /// `str`.
     Str(String),
     /// `bytes`.
     Bytes(Vec<u8>),
-    /// `list` or `tuple`.
+    /// `list`.
     List(Vec<Value>),
+    /// `tuple`.
+    Tuple(Vec<Value>),
+    /// `set`.
+    Set(Vec<Value>),
+    /// `frozenset`.
+    FrozenSet(Vec<Value>),
     /// `dict`, in insertion order.
     Map(Vec<(Value, Value)>),
+    /// `complex`.
+    Complex {
+        /// Real part.
+        re: f64,
+        /// Imaginary part.
+        im: f64,
+    },
+    /// `datetime.datetime`, as `isoformat()` text (with its UTC offset when aware).
+    DateTime(String),
+    /// `datetime.date`, as `isoformat()` text.
+    Date(String),
+    /// `datetime.time`, as `isoformat()` text.
+    Time(String),
+    /// `numpy.ndarray` of a bool, int, uint, float or complex dtype.
+    NdArray(NdArray),
+    /// Any other Python object, held by its worker.
+    Ref(Ref),
+    /// A Python generator or iterator, held by its worker.
+    StreamRef(StreamRef),
 }
 
 impl Value {
+    pub(crate) fn from_u64(v: u64) -> Value {
+        i64::try_from(v).map_or(Value::UInt(v), Value::Int)
+    }
+
+    /// The name of the variant, for error messages (`"str"`, `"tuple"`, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(pyvisor::Value::Nil.kind(), "None");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Nil => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::UInt(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Set(_) => "set",
+            Value::FrozenSet(_) => "frozenset",
+            Value::Map(_) => "dict",
+            Value::Complex { .. } => "complex",
+            Value::DateTime(_) => "datetime",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time",
+            Value::NdArray(_) => "ndarray",
+            Value::Ref(_) => "ref",
+            Value::StreamRef(_) => "stream ref",
+        }
+    }
+
     /// The string, if this is a `Str`.
     ///
     /// # Examples
@@ -87,7 +163,36 @@ impl Value {
         }
     }
 
-    /// The value under `key`, if this is a map with a string key `key`.
+    /// The ref, if this is a `Ref`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(pyvisor::Value::Nil.as_ref().is_none());
+    /// ```
+    pub fn as_ref(&self) -> Option<&Ref> {
+        match self {
+            Value::Ref(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The items of a list, tuple, set or frozenset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pyvisor::Value;
+    /// assert_eq!(Value::Tuple(vec![Value::Nil]).items().map(<[_]>::len), Some(1));
+    /// ```
+    pub fn items(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value under the string key `key`, if this is a map that has it.
     ///
     /// # Examples
     ///
@@ -104,6 +209,27 @@ impl Value {
                 .map(|(_, v)| v),
             _ => None,
         }
+    }
+}
+
+impl Value {
+    /// The ext type tag and payload of a value that has no MessagePack-native form.
+    pub(crate) fn ext_parts(&self) -> Option<Result<(i8, Vec<u8>), rmp_serde::encode::Error>> {
+        let items = |tag: i8, items: &Vec<Value>| rmp_serde::to_vec(items).map(|p| (tag, p));
+        Some(match self {
+            Value::Tuple(v) => items(ext::TUPLE, v),
+            Value::Set(v) => items(ext::SET, v),
+            Value::FrozenSet(v) => items(ext::FROZENSET, v),
+            Value::Complex { re, im } => rmp_serde::to_vec(&(re, im)).map(|p| (ext::COMPLEX, p)),
+            Value::BigInt(t) => Ok((ext::BIGINT, t.as_bytes().to_vec())),
+            Value::DateTime(t) => Ok((ext::DATETIME, t.as_bytes().to_vec())),
+            Value::Date(t) => Ok((ext::DATE, t.as_bytes().to_vec())),
+            Value::Time(t) => Ok((ext::TIME, t.as_bytes().to_vec())),
+            Value::NdArray(a) => a.to_payload().map(|p| (ext::NDARRAY, p)),
+            Value::Ref(r) => r.to_payload().map(|p| (ext::REF, p)),
+            Value::StreamRef(r) => r.0.to_payload().map(|p| (ext::STREAM_REF, p)),
+            _ => return None,
+        })
     }
 }
 
@@ -131,102 +257,19 @@ impl Serialize for Value {
                 }
                 map.end()
             }
+            // Refs note themselves for the caller's pre-send checks.
+            Value::Ref(r) => r.serialize(s),
+            Value::StreamRef(r) => r.serialize(s),
+            other => {
+                let (tag, payload) = other
+                    .ext_parts()
+                    .expect("every other variant is an ext type")
+                    .map_err(serde::ser::Error::custom)?;
+                ext::serialize_ext(s, tag, &payload)
+            }
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
-    }
-}
-
-struct ValueVisitor;
-
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a MessagePack value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Nil)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Nil)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
-    }
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
-        Ok(Value::Bytes(v.to_vec()))
-    }
-    fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Value, E> {
-        Ok(Value::Bytes(v))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::List(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
-        }
-        Ok(Value::Map(entries))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nan_and_infinities_survive_a_round_trip() {
-        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let bytes = rmp_serde::to_vec(&Value::Float(f)).unwrap();
-            let Value::Float(back) = rmp_serde::from_slice(&bytes).unwrap() else {
-                panic!("not a float");
-            };
-            assert_eq!(back.to_bits(), f.to_bits());
-        }
-    }
-
-    #[test]
-    fn maps_keep_non_string_keys_in_order() {
-        let v = Value::Map(vec![
-            (Value::Int(2), Value::Nil),
-            (Value::Int(1), Value::Bytes(vec![1, 2])),
-        ]);
-        let back: Value = rmp_serde::from_slice(&rmp_serde::to_vec(&v).unwrap()).unwrap();
-        assert_eq!(back, v);
-    }
-
-    #[test]
-    fn large_unsigned_ints_stay_unsigned() {
-        let back: Value = rmp_serde::from_slice(&rmp_serde::to_vec(&u64::MAX).unwrap()).unwrap();
-        assert_eq!(back, Value::UInt(u64::MAX));
-    }
-}
+mod tests;

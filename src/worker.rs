@@ -313,7 +313,7 @@ fn heartbeat_period(spec: &WorkerSpec) -> Duration {
 }
 
 fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
-    if job.reply.is_closed() {
+    if job.abandoned() {
         // The caller gave up while the job was on its way: nothing to run.
         idle(state);
         return;

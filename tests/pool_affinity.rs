@@ -95,6 +95,7 @@ async fn strict_fail_fast_returns_worker_busy_at_once() {
 async fn sessions_created_back_to_back_spread_over_workers() {
     let rt = runtime(vec![pool("spread").size(3).affinity(Affinity::StrictQueue)]).await;
     let mut pids = HashSet::new();
+    let mut sessions = Vec::new(); // a session lives as long as a handle on it
     for i in 0..3 {
         let s = rt.session("spread", format!("s{i}")).unwrap();
         pids.insert(
@@ -102,6 +103,7 @@ async fn sessions_created_back_to_back_spread_over_workers() {
                 .await
                 .unwrap(),
         );
+        sessions.push(s);
     }
     assert_eq!(pids.len(), 3, "three sessions, three workers");
     let stats = rt.stats().await;

@@ -48,7 +48,7 @@ impl Queue {
         pin: Option<usize>,
         affinity: Affinity,
     ) -> Result<u64, Job> {
-        self.items.retain(|q| !q.job.reply.is_closed());
+        self.items.retain(|q| !q.job.abandoned());
         if self.items.len() >= self.capacity {
             return Err(job);
         }
@@ -65,7 +65,7 @@ impl Queue {
 
     /// The oldest job `slot` may run. Jobs whose caller gave up are dropped on the way.
     pub(crate) fn take_for(&mut self, slot: usize) -> Option<Queued> {
-        self.items.retain(|q| !q.job.reply.is_closed());
+        self.items.retain(|q| !q.job.abandoned());
         let at = self
             .items
             .iter()

@@ -1,6 +1,11 @@
 use ractor::{ActorId, ActorRef};
 
+use crate::error::LossReason;
+
 use crate::worker::WorkerMsg;
+
+/// How many past generations' loss reasons a slot remembers.
+const MAX_LOSSES: usize = 16;
 
 /// Life stage of a slot's current worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,8 @@ pub(crate) struct Slot {
     pub(crate) python: Option<String>,
     pub(crate) busy: bool,
     pub(crate) sessions: usize,
+    /// Why recent generations of this slot ended (newest last, a bounded history).
+    losses: Vec<(u64, LossReason)>,
 }
 
 impl Slot {
@@ -39,7 +46,27 @@ impl Slot {
             python: None,
             busy: false,
             sessions: 0,
+            losses: Vec::new(),
         }
+    }
+
+    pub(crate) fn record_loss(&mut self, generation: u64, reason: LossReason) {
+        if self.losses.len() == MAX_LOSSES {
+            self.losses.remove(0);
+        }
+        self.losses.push((generation, reason));
+    }
+
+    /// Why `generation` of this slot ended; `None` for a generation that never ended or is too old
+    /// to be remembered (then it is reported as ended for an unknown reason).
+    pub(crate) fn loss_of(&self, generation: u64) -> Option<LossReason> {
+        if generation >= self.generation {
+            return (!self.is_live()).then_some(LossReason::PoolStopped);
+        }
+        Some(self.losses.iter().find(|(g, _)| *g == generation).map_or(
+            LossReason::WorkerExited(crate::worker::ExitStatus::Unknown),
+            |(_, r)| r.clone(),
+        ))
     }
 
     pub(crate) fn is_idle(&self) -> bool {

@@ -1,16 +1,21 @@
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::ActorRef;
+use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::client::PoolClient;
 use crate::error::Error;
 use crate::pool::{Affinity, PoolMsg};
-use crate::protocol::{op, CallBody};
-use crate::worker::{Job, Reply};
+use crate::protocol::{
+    op, CallBody, ContextBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody, StreamNextBody,
+    StreamPage, Target,
+};
+use crate::value::{from_value, Ref, StreamRef, Value};
 
 /// Per-call settings that override the pool's defaults.
 ///
@@ -73,98 +78,13 @@ impl CallOptions {
     }
 }
 
-/// The caller's side of one pool: encodes calls, sends them to the pool actor and waits for the
-/// worker's reply up to the deadline.
-#[derive(Debug)]
-pub(crate) struct PoolClient {
-    pub(crate) name: Arc<str>,
-    pub(crate) actor: ActorRef<PoolMsg>,
-    pub(crate) call_timeout: Duration,
-    pub(crate) max_frame: usize,
-}
-
-impl PoolClient {
-    pub(crate) async fn call<R: DeserializeOwned>(
-        &self,
-        session: Option<&Arc<str>>,
-        opts: CallOptions,
-        module: &str,
-        function: &str,
-        args: &(impl Serialize + ?Sized),
-        kwargs: &(impl Serialize + ?Sized),
-    ) -> Result<R, Error> {
-        let body = CallBody {
-            module,
-            function,
-            args,
-            kwargs,
-            session: session.map(|s| &**s),
-        };
-        let body = rmp_serde::to_vec_named(&body).map_err(|e| Error::Encode(e.to_string()))?;
-        let reply = self.submit(session, opts, op::CALL, body).await?;
-        rmp_serde::from_slice(reply.body()).map_err(|e| Error::Decode {
-            expected: std::any::type_name::<R>(),
-            message: e.to_string(),
-        })
-    }
-
-    /// Sends an encoded request and waits for its reply until the deadline.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancelling the future drops the reply channel: a queued call is then skipped, and a running
-    /// call's result is discarded when it arrives (the worker stays in service).
-    async fn submit(
-        &self,
-        session: Option<&Arc<str>>,
-        opts: CallOptions,
-        op: u8,
-        body: Vec<u8>,
-    ) -> Result<Reply, Error> {
-        // 4 bytes of length, up to 11 of envelope: [op, id, body].
-        if body.len() + 15 > self.max_frame {
-            return Err(Error::FrameTooLarge {
-                what: "request",
-                size: body.len(),
-                limit: self.max_frame,
-            });
-        }
-        let timeout = opts.timeout.unwrap_or(self.call_timeout);
-        let deadline = Instant::now() + timeout;
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            op,
-            body,
-            reply,
-            deadline,
-            session: session.cloned(),
-        };
-        let msg = PoolMsg::Call {
-            job,
-            affinity: opts.affinity,
-        };
-        if self.actor.cast(msg).is_err() {
-            return Err(Error::ShuttingDown {
-                pool: self.name.to_string(),
-            });
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(Error::ShuttingDown {
-                pool: self.name.to_string(),
-            }),
-            Err(_) => Err(Error::Timeout {
-                pool: self.name.to_string(),
-                after: timeout,
-            }),
-        }
-    }
-}
-
 /// A handle on one session of one pool: its calls are routed to the worker that holds the
-/// session's state, following the pool's [`Affinity`].
+/// session's state, following the pool's [`Affinity`](crate::Affinity).
 ///
-/// Cheap to clone; clones name the same session.
+/// Cheap to clone; clones (and every handle that [`Runtime::session`](crate::Runtime::session)
+/// returns for the same pool and id while one is alive) name the same session. When the last handle
+/// is dropped, the session is released on its worker (its refs and contexts are dropped) — keep a
+/// handle for as long as you need the session's Python state.
 ///
 /// # Examples
 ///
@@ -177,33 +97,88 @@ impl PoolClient {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionInner {
     pub(crate) pool: Arc<PoolClient>,
     pub(crate) id: Arc<str>,
 }
 
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        let body = ReleaseBody {
+            session: Some(&self.id),
+            refs: None,
+        };
+        let Ok(request) = self.pool.encode(Some(&self.id), op::RELEASE, &body) else {
+            return;
+        };
+        let (reply, _) = oneshot::channel();
+        let deadline = Instant::now() + self.pool.call_timeout;
+        let mut job = self.pool.job(Some(&self.id), request, reply, deadline);
+        job.detached = true;
+        let _ = self.pool.actor.cast(PoolMsg::CloseSession(job));
+    }
+}
+
 impl Session {
+    fn id(&self) -> Option<&Arc<str>> {
+        Some(&self.inner.id)
+    }
+
     /// The session id.
-    pub fn id(&self) -> &str {
-        &self.id
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// assert_eq!(rt.session("p", "s1")?.name(), "s1");
+    /// # Ok(()) }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.inner.id
     }
 
     /// The pool name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// assert_eq!(rt.session("p", "s1")?.pool(), "p");
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &str {
-        &self.pool.name
+        &self.inner.pool.name
+    }
+
+    async fn request<B: Serialize + ?Sized, R: DeserializeOwned + 'static>(
+        &self,
+        opts: CallOptions,
+        op: u8,
+        body: &B,
+    ) -> Result<R, Error> {
+        self.inner.pool.request(self.id(), opts, op, body).await
     }
 
     /// Calls `module.function(*args, **kwargs)` on the session's worker and decodes the result
-    /// as `R` (use [`Value`](crate::Value) for any shape).
+    /// as `R` (use [`Value`](crate::Value) for any shape, [`Ref`] for an object). Constructing a
+    /// class is the same call (`"collections"`, `"OrderedDict"`).
     ///
     /// `args` must serialize to a sequence (a tuple, a `Vec`, `()` for none), `kwargs` to a map or
-    /// to nothing (`()`). `function` may be dotted (`"path.join"` in module `"os"`).
+    /// to nothing (`()`). Refs may appear anywhere inside them. `function` may be dotted
+    /// (`"path.join"` in module `"os"`).
     ///
     /// # Errors
     ///
     /// [`Error::Python`] when Python raises, [`Error::SessionWorkerUnavailable`] when the session's
-    /// state was lost (strict affinity), [`Error::Timeout`], [`Error::QueueTimeout`],
-    /// [`Error::PoolSaturated`], [`Error::WorkerBusy`], [`Error::WorkerExited`],
-    /// [`Error::Decode`] when the result is not an `R`, and the other variants of [`Error`].
+    /// state was lost (strict affinity, or refs of a dead worker), [`Error::Timeout`],
+    /// [`Error::QueueTimeout`], [`Error::PoolSaturated`], [`Error::WorkerBusy`],
+    /// [`Error::WorkerExited`], [`Error::RefNotFound`], [`Error::RefSessionMismatch`],
+    /// [`Error::NotAllowed`], [`Error::Decode`] when the result is not an `R`, and the other
+    /// variants of [`Error`].
     ///
     /// # Cancel safety
     ///
@@ -219,7 +194,7 @@ impl Session {
     /// assert_eq!(joined, "a/b");
     /// # Ok(()) }
     /// ```
-    pub async fn call<R: DeserializeOwned>(
+    pub async fn call<R: DeserializeOwned + 'static>(
         &self,
         module: &str,
         function: &str,
@@ -250,7 +225,7 @@ impl Session {
     /// let _: () = s.call_with(opts, "time", "sleep", &(0.1,), &()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn call_with<R: DeserializeOwned>(
+    pub async fn call_with<R: DeserializeOwned + 'static>(
         &self,
         opts: CallOptions,
         module: &str,
@@ -258,14 +233,399 @@ impl Session {
         args: &(impl Serialize + ?Sized),
         kwargs: &(impl Serialize + ?Sized),
     ) -> Result<R, Error> {
-        self.pool
-            .call(Some(&self.id), opts, module, function, args, kwargs)
+        let body = CallBody {
+            module,
+            function,
+            args,
+            kwargs,
+            session: Some(self.name()),
+        };
+        self.request(opts, op::CALL, &body).await
+    }
+
+    /// Calls the method `method` of the object behind `target`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// let s = rt.session("p", "s1")?;
+    /// let pattern: pyvisor::Ref = s.call("re", "compile", &(r"\d+",), &()).await?;
+    /// let found: Vec<String> = s.call_method(&pattern, "findall", &("a1b22",), &()).await?;
+    /// assert_eq!(found, ["1", "22"]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_method<R: DeserializeOwned + 'static>(
+        &self,
+        target: &Ref,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+        kwargs: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
+        let body = MethodBody {
+            target,
+            method,
+            args,
+            kwargs,
+            session: Some(self.name()),
+        };
+        self.request(CallOptions::default(), op::CALL_METHOD, &body)
             .await
+    }
+
+    /// Reads the attribute `name` of a module (`numpy.__version__`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// let pi: f64 = rt.session("p", "s1")?.get("math", "pi").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get<R: DeserializeOwned + 'static>(
+        &self,
+        module: &str,
+        name: &str,
+    ) -> Result<R, Error> {
+        let body = GetAttrBody {
+            target: Target::Module(module),
+            name,
+            session: Some(self.name()),
+        };
+        self.request(CallOptions::default(), op::GET_ATTR, &body)
+            .await
+    }
+
+    /// Reads the attribute `name` of the object behind `target`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session, pattern: pyvisor::Ref) -> Result<(), pyvisor::Error> {
+    /// let source: String = s.get_attr(&pattern, "pattern").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_attr<R: DeserializeOwned + 'static>(
+        &self,
+        target: &Ref,
+        name: &str,
+    ) -> Result<R, Error> {
+        let body = GetAttrBody {
+            target: Target::Ref(target),
+            name,
+            session: Some(self.name()),
+        };
+        self.request(CallOptions::default(), op::GET_ATTR, &body)
+            .await
+    }
+
+    /// Sets the attribute `name` of the object behind `target` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session, obj: pyvisor::Ref) -> Result<(), pyvisor::Error> {
+    /// s.set_attr(&obj, "temperature", &0.7).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_attr(
+        &self,
+        target: &Ref,
+        name: &str,
+        value: &(impl Serialize + ?Sized),
+    ) -> Result<(), Error> {
+        let body = SetAttrBody {
+            target,
+            name,
+            value,
+            session: Some(self.name()),
+        };
+        self.request::<_, Value>(CallOptions::default(), op::SET_ATTR, &body)
+            .await
+            .map(drop)
+    }
+
+    /// Evaluates a Python expression with `globals` (a map; refs inside it are the live objects).
+    /// Needs a pool with `allow_eval`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`]; [`Error::NotAllowed`] when the pool forbids eval.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session, lm: pyvisor::Ref) -> Result<(), pyvisor::Error> {
+    /// use std::collections::HashMap;
+    /// let globals = HashMap::from([("lm", &lm)]);
+    /// let last: pyvisor::Value = s.eval("list(lm.history[-6:])", &globals).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn eval<R: DeserializeOwned + 'static>(
+        &self,
+        expr: &str,
+        globals: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
+        self.call("builtins", "eval", &(expr, globals), &()).await
+    }
+
+    /// Executes Python statements with `globals` (refs inside it are the live objects). Needs a
+    /// pool with `allow_eval`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::eval`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
+    /// s.exec("import math\nx = math.tau", &std::collections::HashMap::<String, ()>::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exec(&self, code: &str, globals: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        self.call::<Value>("builtins", "exec", &(code, globals), &())
+            .await
+            .map(drop)
+    }
+
+    /// Releases one ref: the worker drops the object (if nothing else holds it). Returns whether
+    /// the worker still held it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session, r: pyvisor::Ref) -> Result<(), pyvisor::Error> {
+    /// assert!(s.release(&r).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn release(&self, target: &Ref) -> Result<bool, Error> {
+        let mut request = self.inner.pool.encode(
+            self.id(),
+            op::RELEASE,
+            &ReleaseBody {
+                session: Some(self.name()),
+                refs: Some(vec![target.id]),
+            },
+        )?;
+        // The body names the ref by id only: pin the request to the ref's worker explicitly.
+        request.pin_to(&self.inner.pool, self.id(), target)?;
+        let n: u64 = self
+            .inner
+            .pool
+            .send(self.id(), CallOptions::default(), request)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Releases every ref of the session and its contexts, on its worker; the session stays
+    /// usable. Returns how many refs were released.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
+    /// let released = s.release_all().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn release_all(&self) -> Result<u64, Error> {
+        let body = ReleaseBody {
+            session: Some(self.name()),
+            refs: None,
+        };
+        self.request(CallOptions::default(), op::RELEASE, &body)
+            .await
+    }
+
+    /// Registers a context manager that the worker enters around every later request of this
+    /// session: `module.function(*args, **kwargs)` is called afresh each time (refs resolved) and
+    /// entered; e.g. `("dspy", "context", (), {"lm": lm})` gives the session its own DSPy LM while
+    /// other sessions on the same worker keep theirs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`]; the factory is tried once and not registered if that raises.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session, lm: pyvisor::Ref) -> Result<(), pyvisor::Error> {
+    /// use std::collections::HashMap;
+    /// s.push_context("dspy", "context", &(), &HashMap::from([("lm", &lm)])).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn push_context(
+        &self,
+        module: &str,
+        function: &str,
+        args: &(impl Serialize + ?Sized),
+        kwargs: &(impl Serialize + ?Sized),
+    ) -> Result<(), Error> {
+        let body = ContextBody {
+            session: Some(self.name()),
+            module: Some(module),
+            function,
+            args,
+            kwargs,
+        };
+        self.request::<_, Value>(CallOptions::default(), op::CONTEXT, &body)
+            .await
+            .map(drop)
+    }
+
+    /// Removes every context registered with [`Session::push_context`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::call`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
+    /// s.clear_contexts().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn clear_contexts(&self) -> Result<(), Error> {
+        let body = ContextBody::<(), ()> {
+            session: Some(self.name()),
+            module: None,
+            function: "",
+            args: &(),
+            kwargs: &(),
+        };
+        self.request::<_, Value>(CallOptions::default(), op::CONTEXT, &body)
+            .await
+            .map(drop)
+    }
+
+    /// Consumes the Python iterator behind `stream` as an async stream of `T`, fetching items in
+    /// batches. The stream ends when the iterator is exhausted (the worker then releases it); an
+    /// exception raised by the iterator is yielded as an error and ends the stream.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
+    /// use futures::TryStreamExt;
+    /// let gen: pyvisor::StreamRef = s.call("builtins", "iter", &(vec![1, 2, 3],), &()).await?;
+    /// let items: Vec<i64> = s.stream(&gen).try_collect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn stream<T: DeserializeOwned + Send + 'static>(
+        &self,
+        stream: &StreamRef,
+    ) -> impl Stream<Item = Result<T, Error>> + Send + 'static {
+        let state = Pages {
+            session: self.clone(),
+            target: stream.clone(),
+            buffered: VecDeque::new(),
+            done: false,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(v) = st.buffered.pop_front() {
+                    return Some((from_value::<T>(v), st));
+                }
+                if st.done {
+                    return None;
+                }
+                let body = StreamNextBody {
+                    target: &st.target,
+                    max: STREAM_BATCH,
+                    session: Some(st.session.name()),
+                };
+                match st
+                    .session
+                    .request::<_, Value>(CallOptions::default(), op::STREAM_NEXT, &body)
+                    .await
+                {
+                    Ok(page) => match from_value::<StreamPage>(page) {
+                        Ok(page) => {
+                            st.buffered.extend(page.items);
+                            st.done = page.done;
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    },
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        })
     }
 
     /// Forgets where the session's state lives, so that its next call starts it afresh on a
     /// worker chosen like for a new session. This is how a caller acknowledges
-    /// [`Error::SessionWorkerUnavailable`] after rebuilding (rehydrating) its state.
+    /// [`Error::SessionWorkerUnavailable`] after deciding to rebuild (rehydrate) its state.
     ///
     /// # Errors
     ///
@@ -282,11 +642,22 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) -> Result<(), Error> {
-        self.pool
+        self.inner
+            .pool
             .actor
-            .cast(PoolMsg::ResetSession(self.id.clone()))
+            .cast(PoolMsg::ResetSession(self.inner.id.clone()))
             .map_err(|_| Error::ShuttingDown {
-                pool: self.pool.name.to_string(),
+                pool: self.inner.pool.name.to_string(),
             })
     }
+}
+
+/// Items fetched per `STREAM_NEXT`.
+const STREAM_BATCH: usize = 64;
+
+struct Pages {
+    session: Session,
+    target: StreamRef,
+    buffered: VecDeque<Value>,
+    done: bool,
 }

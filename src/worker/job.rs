@@ -27,4 +27,15 @@ pub(crate) struct Job {
     pub(crate) reply: ReplyTo,
     pub(crate) deadline: Instant,
     pub(crate) session: Option<Arc<str>>,
+    /// `(slot, generation)` of the worker that holds the refs this job carries: it must run there.
+    pub(crate) pin: Option<(usize, u64)>,
+    /// Runs even when nobody waits for the reply (the release sent when a session is dropped).
+    pub(crate) detached: bool,
+}
+
+impl Job {
+    /// Nobody will read the outcome and the job is not worth running alone.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed() && !self.detached
+    }
 }

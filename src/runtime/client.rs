@@ -1,0 +1,181 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::CallOptions;
+use crate::error::Error;
+use crate::pool::PoolMsg;
+use crate::value::{collect_refs, from_value, Ref, Value};
+use crate::worker::{Job, Reply};
+
+/// The caller's side of one pool: encodes requests, checks the refs they carry, sends them to the
+/// pool actor and waits for the worker's reply up to the deadline.
+#[derive(Debug)]
+pub(crate) struct PoolClient {
+    pub(crate) name: Arc<str>,
+    pub(crate) actor: ActorRef<PoolMsg>,
+    pub(crate) call_timeout: Duration,
+    pub(crate) max_frame: usize,
+}
+
+/// An encoded request, ready for the pool.
+pub(crate) struct Encoded {
+    op: u8,
+    body: Vec<u8>,
+    pin: Option<(usize, u64)>,
+}
+
+impl Encoded {
+    /// Pins the request to the worker that holds `target` (for bodies that name refs by id).
+    pub(crate) fn pin_to(
+        &mut self,
+        pool: &PoolClient,
+        session: Option<&Arc<str>>,
+        target: &Ref,
+    ) -> Result<(), Error> {
+        self.pin = pool.pin(session, std::slice::from_ref(target))?;
+        Ok(())
+    }
+}
+
+impl PoolClient {
+    /// Encodes `body` for `op` and checks its refs: same session, this pool, one worker.
+    pub(crate) fn encode<B: Serialize + ?Sized>(
+        &self,
+        session: Option<&Arc<str>>,
+        op: u8,
+        body: &B,
+    ) -> Result<Encoded, Error> {
+        let (body, refs) = collect_refs(|| rmp_serde::to_vec_named(body));
+        let body = body.map_err(|e| Error::Encode(e.to_string()))?;
+        // 4 bytes of length, up to 11 of envelope: [op, id, body].
+        if body.len() + 15 > self.max_frame {
+            return Err(Error::FrameTooLarge {
+                what: "request",
+                size: body.len(),
+                limit: self.max_frame,
+            });
+        }
+        Ok(Encoded {
+            op,
+            body,
+            pin: self.pin(session, &refs)?,
+        })
+    }
+
+    fn pin(&self, session: Option<&Arc<str>>, refs: &[Ref]) -> Result<Option<(usize, u64)>, Error> {
+        let mut pin = None;
+        for r in refs {
+            if r.session() != session.map(|s| &**s) {
+                return Err(Error::RefSessionMismatch {
+                    ref_session: r.session.clone(),
+                    session: session.map(|s| s.to_string()),
+                });
+            }
+            if r.worker.pool != *self.name {
+                return Err(Error::InvalidRef(format!(
+                    "{r} belongs to pool {}, not {}",
+                    r.worker.pool, self.name
+                )));
+            }
+            let here = (r.worker.slot, r.worker.generation);
+            match pin {
+                None => pin = Some(here),
+                Some(p) if p == here => {}
+                Some(_) => {
+                    return Err(Error::InvalidRef(
+                        "one call cannot use refs of two workers".into(),
+                    ))
+                }
+            }
+        }
+        Ok(pin)
+    }
+
+    /// Sends an encoded request and decodes its reply as `R`.
+    pub(crate) async fn send<R: DeserializeOwned + 'static>(
+        &self,
+        session: Option<&Arc<str>>,
+        opts: CallOptions,
+        request: Encoded,
+    ) -> Result<R, Error> {
+        let reply = self.submit(session, opts, request).await?;
+        let value: Value = rmp_serde::from_slice(reply.body()).map_err(|e| Error::Decode {
+            expected: "a Python value",
+            message: e.to_string(),
+        })?;
+        from_value(value)
+    }
+
+    /// Encodes, sends, decodes.
+    pub(crate) async fn request<B: Serialize + ?Sized, R: DeserializeOwned + 'static>(
+        &self,
+        session: Option<&Arc<str>>,
+        opts: CallOptions,
+        op: u8,
+        body: &B,
+    ) -> Result<R, Error> {
+        let request = self.encode(session, op, body)?;
+        self.send(session, opts, request).await
+    }
+
+    /// Sends an encoded request and waits for its reply until the deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the future drops the reply channel: a queued call is then skipped, and a running
+    /// call's result is discarded when it arrives (the worker stays in service).
+    async fn submit(
+        &self,
+        session: Option<&Arc<str>>,
+        opts: CallOptions,
+        request: Encoded,
+    ) -> Result<Reply, Error> {
+        let timeout = opts.timeout.unwrap_or(self.call_timeout);
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = oneshot::channel();
+        let job = self.job(session, request, reply, deadline);
+        let msg = PoolMsg::Call {
+            job,
+            affinity: opts.affinity,
+        };
+        if self.actor.cast(msg).is_err() {
+            return Err(Error::ShuttingDown {
+                pool: self.name.to_string(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Error::ShuttingDown {
+                pool: self.name.to_string(),
+            }),
+            Err(_) => Err(Error::Timeout {
+                pool: self.name.to_string(),
+                after: timeout,
+            }),
+        }
+    }
+
+    pub(crate) fn job(
+        &self,
+        session: Option<&Arc<str>>,
+        request: Encoded,
+        reply: oneshot::Sender<Result<Reply, Error>>,
+        deadline: Instant,
+    ) -> Job {
+        Job {
+            op: request.op,
+            body: request.body,
+            reply,
+            deadline,
+            session: session.cloned(),
+            pin: request.pin,
+            detached: false,
+        }
+    }
+}

@@ -51,5 +51,5 @@ pub use pool::{Affinity, PoolConfig, PoolStats, PoolStatus, WorkerStats};
 pub use runtime::{
     CallOptions, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
 };
-pub use value::Value;
+pub use value::{from_value, NdArray, Ref, StreamRef, Value};
 pub use worker::ExitStatus;

@@ -132,7 +132,16 @@ impl RuntimeBuilder {
                 launch: LaunchSpec {
                     python,
                     python_path,
-                    env: config.env.clone(),
+                    env: {
+                        let mut env = config.env.clone();
+                        env.extend(
+                            config
+                                .policy_env()
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v)),
+                        );
+                        env
+                    },
                     preload: config.preload.clone(),
                     max_frame: config.max_frame,
                 },

@@ -418,6 +418,12 @@ fn error_reply(frame: &Incoming, max_frame: usize) -> Error {
             message: body.message,
             traceback: body.traceback,
         }),
+        "ref_not_found" => Error::RefNotFound(body.message),
+        "ref_session_mismatch" => Error::RefSessionMismatch {
+            ref_session: None,
+            session: None,
+        },
+        "not_allowed" => Error::NotAllowed(body.message),
         kind => Error::Protocol(format!(
             "worker refused the request ({kind}): {}",
             body.message

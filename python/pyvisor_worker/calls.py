@@ -1,16 +1,24 @@
-"""Running a ``CALL``: resolving ``module`` + dotted ``function`` and building error maps."""
+"""Running a ``CALL``: resolving ``module`` + dotted ``function``, parsing request fields and
+building error maps."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .protocol import KIND_BAD_REQUEST, KIND_EXCEPTION
+from .policy import NotAllowed, Policy
+from .protocol import KIND_BAD_REQUEST, KIND_EXCEPTION, KIND_NOT_ALLOWED
 
-__all__ = ["BadRequest", "ErrorMap", "error_map", "exception_error", "parse_call", "resolve", "execute"]
+__all__ = [
+    "BadRequest", "ErrorMap", "error_map", "exception_error", "parse_call", "parse_args",
+    "parse_session", "resolve", "execute", "user_traceback",
+]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 ErrorMap = Dict[str, str]
 
@@ -44,6 +52,20 @@ def _safe_str(obj: Any) -> str:
             return f"<unprintable {type(obj).__name__} object>"
 
 
+def user_traceback(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` without its leading frames in this package: where the worker handed over to user
+    code. A traceback entirely inside the package (``getattr`` on a ref, a builtin function)
+    keeps its last frame, the one that raised."""
+    last = tb
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if os.path.dirname(os.path.abspath(filename)) != _PACKAGE_DIR:
+            return tb
+        last = tb
+        tb = tb.tb_next
+    return last
+
+
 def exception_error(exc: BaseException, tb: Optional[TracebackType] = None) -> ErrorMap:
     """The ``exception`` error map of ``exc``.
 
@@ -60,44 +82,62 @@ def exception_error(exc: BaseException, tb: Optional[TracebackType] = None) -> E
     return error_map(KIND_EXCEPTION, cls.__qualname__, cls.__module__ or "", _safe_str(exc), text)
 
 
-def parse_call(body: Any) -> Tuple[str, str, List[Any], Dict[str, Any]]:
+def parse_call(body: Any, op: str = "CALL") -> Tuple[str, str, List[Any], Dict[str, Any]]:
     """``(module, function, args, kwargs)`` of a ``CALL`` body, or ``BadRequest``.
 
     ``module`` and ``function`` are required; ``args``, ``kwargs`` and ``session`` may be nil or
     absent (no positional arguments, no keyword arguments, no session).
     """
     if type(body) is not dict:
-        raise BadRequest(f"CALL body must be a map, not {type(body).__name__}")
-    module = body.get("module")
-    if type(module) is not str or not module:
-        raise BadRequest(_field_problem(body, "module", "a non-empty string"))
-    function = body.get("function")
-    if type(function) is not str or not function:
-        raise BadRequest(_field_problem(body, "function", "a non-empty string"))
+        raise BadRequest(f"{op} body must be a map, not {type(body).__name__}")
+    module = parse_name(body, "module", op)
+    function = parse_name(body, "function", op)
+    args, kwargs = parse_args(body, op)
+    parse_session(body, op)
+    return module, function, args, kwargs
+
+
+def parse_name(body: Dict[Any, Any], key: str, op: str) -> str:
+    """The non-empty string ``body[key]``, or ``BadRequest``."""
+    name = body.get(key)
+    if type(name) is not str or not name:
+        raise BadRequest(_field_problem(body, key, "a non-empty string", op))
+    return name
+
+
+def parse_args(body: Dict[Any, Any], op: str = "CALL") -> Tuple[List[Any], Dict[str, Any]]:
+    """``(args, kwargs)`` of a request body; nil or absent means none."""
     args = body.get("args")
     if args is None:
         args = _NO_ARGS  # the Rust host serialises `()` (no arguments) as nil
     elif type(args) is not list:
-        raise BadRequest(_field_problem(body, "args", "an array or nil"))
+        raise BadRequest(_field_problem(body, "args", "an array or nil", op))
     kwargs = body.get("kwargs")
     if kwargs is None:
         kwargs = _EMPTY_KWARGS
     elif type(kwargs) is not dict:
-        raise BadRequest(_field_problem(body, "kwargs", "a map or nil"))
+        raise BadRequest(_field_problem(body, "kwargs", "a map or nil", op))
     elif kwargs:
         for key in kwargs:
             if type(key) is not str:
-                raise BadRequest(f"kwargs keys must be strings, not {type(key).__name__}")
+                raise BadRequest(f"{op} kwargs keys must be strings, not {type(key).__name__}")
+    return args, kwargs
+
+
+def parse_session(body: Any, op: str = "CALL") -> Optional[str]:
+    """The ``session`` of a request body (nil or absent: ``None``), or ``BadRequest``."""
+    if type(body) is not dict:
+        return None
     session = body.get("session")
     if session is not None and type(session) is not str:
-        raise BadRequest(_field_problem(body, "session", "a string or nil"))
-    return module, function, args, kwargs
+        raise BadRequest(_field_problem(body, "session", "a string or nil", op))
+    return session
 
 
-def _field_problem(body: Dict[Any, Any], key: str, expected: str) -> str:
+def _field_problem(body: Dict[Any, Any], key: str, expected: str, op: str = "CALL") -> str:
     if key not in body:
-        return f"CALL body has no {key!r}"
-    return f"CALL {key!r} must be {expected}, not {type(body[key]).__name__}"
+        return f"{op} body has no {key!r}"
+    return f"{op} {key!r} must be {expected}, not {type(body[key]).__name__}"
 
 
 def resolve(module_name: str, function: str) -> Callable[..., Any]:
@@ -130,16 +170,22 @@ def resolve(module_name: str, function: str) -> Callable[..., Any]:
     return obj
 
 
-def execute(body: Any) -> Tuple[bool, Any]:
+def execute(body: Any, policy: Optional[Policy] = None) -> Tuple[bool, Any]:
     """Run one ``CALL`` body: ``(True, result)``, or ``(False, error map)``.
 
-    Nothing the call does escapes as an exception, ``SystemExit`` included (it is reported like any
-    other exception and the worker keeps serving); only ``KeyboardInterrupt`` propagates.
+    ``policy`` (default: none) is checked before the module is imported. Nothing the call does
+    escapes as an exception, ``SystemExit`` included (it is reported like any other exception and
+    the worker keeps serving); only ``KeyboardInterrupt`` propagates.
     """
     try:
         module, function, args, kwargs = parse_call(body)
     except BadRequest as exc:
         return False, error_map(KIND_BAD_REQUEST, message=str(exc))
+    if policy is not None:
+        try:
+            policy.check(module, function)
+        except NotAllowed as exc:
+            return False, error_map(KIND_NOT_ALLOWED, message=str(exc))
     try:
         return True, resolve(module, function)(*args, **kwargs)
     except KeyboardInterrupt:
@@ -147,8 +193,7 @@ def execute(body: Any) -> Tuple[bool, Any]:
     except BaseException as exc:
         tb = exc.__traceback__
         try:
-            # Leave out this frame: the traceback starts where the worker handed over to the call.
-            return False, exception_error(exc, tb.tb_next if tb is not None and tb.tb_next else tb)
+            return False, exception_error(exc, user_traceback(tb))
         finally:
             # Break the frame <-> traceback cycle now, so the call's locals are freed at once.
             tb = None

@@ -13,6 +13,8 @@ import struct
 import threading
 from typing import Any, Optional, Tuple
 
+import msgpack
+
 from . import value
 
 PROTOCOL_VERSION = 1
@@ -29,6 +31,12 @@ ERROR = 3
 PING = 4
 PONG = 5
 SHUTDOWN = 6
+CALL_METHOD = 7
+GET_ATTR = 8
+SET_ATTR = 9
+RELEASE = 10
+STREAM_NEXT = 11
+CONTEXT = 12
 
 # Error kinds ("ERROR").
 KIND_EXCEPTION = "exception"
@@ -36,6 +44,9 @@ KIND_ENCODE = "encode"
 KIND_FRAME_TOO_LARGE = "frame_too_large"
 KIND_BAD_REQUEST = "bad_request"
 KIND_UNKNOWN_OP = "unknown_op"
+KIND_REF_NOT_FOUND = "ref_not_found"
+KIND_REF_SESSION_MISMATCH = "ref_session_mismatch"
+KIND_NOT_ALLOWED = "not_allowed"
 
 # Worker exit statuses ("Worker exit statuses").
 EXIT_OK = 0
@@ -90,23 +101,80 @@ def encode_envelope(op: int, request_id: int, body: bytes) -> bytes:
     return envelope_header(op, request_id) + body
 
 
+_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_SINT_WIDTH = {0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+
+
+def _envelope_uint(payload: bytes, pos: int, what: str) -> Tuple[int, int]:
+    """The non-negative MessagePack integer at ``pos`` and the position after it."""
+    if pos >= len(payload):
+        raise ProtocolError(f"malformed frame: envelope has no {what}")
+    marker = payload[pos]
+    if marker < 0x80:
+        return marker, pos + 1
+    width = _UINT_WIDTH.get(marker)
+    signed = False
+    if width is None:
+        width = _SINT_WIDTH.get(marker)
+        signed = True
+        if width is None:
+            raise ProtocolError(f"malformed frame: bad {what}")
+    end = pos + 1 + width
+    if end > len(payload):
+        raise ProtocolError(f"malformed frame: truncated {what}")
+    number = int.from_bytes(payload[pos + 1:end], "big", signed=signed)
+    if number < 0:
+        raise ProtocolError(f"malformed frame: bad {what}")
+    return number, end
+
+
+def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
+    """Split a frame payload into ``(op, id, body bytes)`` without decoding the body.
+
+    The I/O thread uses this: bodies are decoded on the interpreter thread, where refs are
+    resolved in order. Raises ``ProtocolError`` unless the payload starts with a three-element
+    array header, a non-negative integer op and id, and has at least one byte of body.
+    """
+    size = len(payload)
+    if size and payload[0] == 0x93:
+        pos = 1
+    elif size >= 3 and payload[:3] == b"\xdc\x00\x03":
+        pos = 3
+    elif size >= 5 and payload[:5] == b"\xdd\x00\x00\x00\x03":
+        pos = 5
+    else:
+        raise ProtocolError("malformed frame: envelope is not [op, id, body]")
+    op, pos = _envelope_uint(payload, pos, "op")
+    request_id, pos = _envelope_uint(payload, pos, "id")
+    if pos >= size:
+        raise ProtocolError("malformed frame: envelope has no body")
+    return op, request_id, memoryview(payload)[pos:]
+
+
 def decode_envelope(payload: bytes) -> Tuple[int, int, Any]:
-    """Split a frame payload into ``(op, id, body)``; the body is decoded too.
+    """Split a frame payload into ``(op, id, body)``; the body is decoded too (refs stay
+    ``value.RefHandle``s).
 
     Raises ``ProtocolError`` when the payload is not a MessagePack ``[op, id, body]`` array.
     """
+    op, request_id, body = split_envelope(payload)
     try:
-        message = value.decode(payload)
+        return op, request_id, value.decode(body)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"malformed frame: {exc}") from None
-    if type(message) is not list or len(message) != 3:
-        raise ProtocolError("malformed frame: envelope is not [op, id, body]")
-    op, request_id, body = message
-    if type(op) is not int or op < 0:
-        raise ProtocolError("malformed frame: bad op")
-    if type(request_id) is not int or request_id < 0:
-        raise ProtocolError("malformed frame: bad id")
-    return op, request_id, body
+
+
+def check_body(body: Any) -> None:
+    """Raise ``ProtocolError`` unless ``body`` is exactly one MessagePack value (ops whose body
+    is ignored, like ``PING``)."""
+    try:
+        msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_any_ext)
+    except Exception as exc:
+        raise ProtocolError(f"malformed frame: {exc}") from None
+
+
+def _any_ext(code: int, data: bytes) -> None:
+    return None
 
 
 def _read_exact(fd: int, n: int) -> Optional[bytes]:

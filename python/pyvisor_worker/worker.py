@@ -1,8 +1,10 @@
 """The worker process: handshake, the I/O thread and the interpreter thread.
 
 ``main()`` runs on the process's main thread, which is the **interpreter thread**: it runs every
-call, one at a time, in arrival order. A daemon **I/O thread** reads frames, answers ``PING`` itself
-(so a busy worker still answers) and queues everything else for the interpreter thread.
+request, one at a time, in arrival order. A daemon **I/O thread** reads frames, answers ``PING``
+itself (so a busy worker still answers) and queues everything else for the interpreter thread. The
+I/O thread reads only the envelope header ``[op, id,``; request bodies are decoded on the
+interpreter thread (``ops.Ops``), where refs are resolved in order.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import queue
 import sys
 import threading
 import traceback
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
-from . import __version__, calls, value
+from . import __version__, calls, refs, value
+from .ops import Ops
+from .policy import Policy
 from .protocol import (
-    CALL,
     DEFAULT_MAX_FRAME,
     ERROR,
     EXIT_OK,
@@ -25,9 +28,7 @@ from .protocol import (
     EXIT_FAILURE,
     EXIT_USAGE,
     EXIT_VERSION,
-    KIND_ENCODE,
     KIND_FRAME_TOO_LARGE,
-    KIND_UNKNOWN_OP,
     OK,
     PING,
     PONG,
@@ -37,8 +38,9 @@ from .protocol import (
     FrameTooLarge,
     FrameWriter,
     ProtocolError,
-    decode_envelope,
+    check_body,
     read_frame,
+    split_envelope,
 )
 
 __all__ = ["main", "WATCHDOG_SECONDS"]
@@ -167,10 +169,12 @@ def _io_loop(fd_in: int, max_frame: int, writer: FrameWriter, items: "queue.Simp
             payload = read_frame(fd_in, max_frame)
             if payload is None:
                 break  # the host closed the channel (or died)
-            op, request_id, body = decode_envelope(payload)
+            op, request_id, body = split_envelope(payload)
             if op == PING:
+                check_body(body)
                 send(PONG, request_id, _NIL)
             elif op == SHUTDOWN:
+                check_body(body)
                 put(_STOP)
                 return
             else:
@@ -222,47 +226,39 @@ def _send_error(writer: FrameWriter, request_id: int, error: Dict[str, str]) -> 
         writer.send(ERROR, request_id, value.encode(calls.error_map(error["kind"])))
 
 
-def _type_of(obj: Any) -> Tuple[str, str]:
-    cls = type(obj)
-    return cls.__qualname__, cls.__module__ or ""
-
-
-def _serve(items: "queue.SimpleQueue[Any]", writer: FrameWriter) -> int:
+def _serve(items: "queue.SimpleQueue[Any]", writer: FrameWriter, ops: Ops) -> int:
     """The interpreter thread: run queued requests until the stop marker."""
     get = items.get
     send = writer.send
-    execute = calls.execute
-    encode = value.encode
-    EncodeError = value.EncodeError
+    handle = ops.handle
     try:
         while True:
             item = get()
             if item is _STOP:
                 return EXIT_OK
             op, request_id, body = item
-            if op == CALL:
-                ok, result = execute(body)
-                if ok:
-                    try:
-                        send(OK, request_id, encode(result))
-                    except EncodeError as exc:
-                        type_name, module = _type_of(result)
-                        _send_error(writer, request_id, calls.error_map(
-                            KIND_ENCODE, type_name, module, str(exc)))
-                    except FrameTooLarge as exc:
-                        type_name, module = _type_of(result)
-                        _send_error(writer, request_id, calls.error_map(
-                            KIND_FRAME_TOO_LARGE, type_name, module,
-                            f"the result ({type_name}) encodes to a {exc.size}-byte frame, "
-                            f"above the {exc.limit}-byte limit"))
-                else:
-                    _send_error(writer, request_id, result)
-                # Do not keep the last request and result alive while waiting for the next one.
-                item = body = result = None
+            item = None
+            try:
+                ok, reply = handle(op, request_id, body)
+            except ProtocolError as exc:
+                _say(f"protocol violation from the host: {exc}")
+                _flush_stdio()
+                os._exit(EXIT_PROTOCOL)
+            except Exception as exc:  # a bug in the worker itself: report it, keep serving
+                ok, reply = False, calls.exception_error(exc)
+            # Do not keep the last request alive while waiting for the next one.
+            body = None
+            if ok:
+                try:
+                    send(OK, request_id, reply)
+                except FrameTooLarge as exc:  # ops checks the size first: only a safety net
+                    _send_error(writer, request_id, calls.error_map(
+                        KIND_FRAME_TOO_LARGE, message=(
+                            f"the result encodes to a {exc.size}-byte frame, above the "
+                            f"{exc.limit}-byte limit")))
             else:
-                item = body = None
-                _send_error(writer, request_id, calls.error_map(
-                    KIND_UNKNOWN_OP, message=f"unknown op {op}"))
+                _send_error(writer, request_id, reply)
+            reply = None
     except OSError:
         return EXIT_OK  # the reply channel is gone: so is the host
 
@@ -299,6 +295,7 @@ def main() -> int:
         target=_io_loop, args=(fd_in, max_frame, writer, items), name="pyvisor-io", daemon=True
     )
     reader.start()
-    status = _serve(items, writer)
+    ops = Ops(refs.current(), Policy.from_env(), max_frame)
+    status = _serve(items, writer, ops)
     _flush_stdio()
     return status

@@ -68,3 +68,86 @@ def leave_thread_running():
 def boom_big(n):
     """Raise with an n-character message (and so a traceback of at least that size)."""
     raise Outer.Boom("z" * n)
+
+
+# -- object bridge ---------------------------------------------------------------------------------
+
+import contextlib
+import re
+
+SETTING = "default"
+ENTERED = []
+
+
+@contextlib.contextmanager
+def setting(value):
+    """Set the module global SETTING for the duration (single use, like dspy.context)."""
+    global SETTING
+    old = SETTING
+    SETTING = value
+    ENTERED.append(value)
+    try:
+        yield value
+    finally:
+        SETTING = old
+
+
+def get_setting():
+    return SETTING
+
+
+def entered():
+    return list(ENTERED)
+
+
+@contextlib.contextmanager
+def broken_context():
+    raise RuntimeError("cannot enter")
+    yield  # pragma: no cover
+
+
+def not_a_context():
+    return 42
+
+
+def pattern(text):
+    return re.compile(text)
+
+
+def patterns_in_data(*texts):
+    return [{"name": t, "re": re.compile(t), "n": len(t)} for t in texts]
+
+
+class Box:
+    def __init__(self, content=None):
+        self.content = content
+
+    def get(self):
+        return self.content
+
+    def __repr__(self):
+        return f"Box({self.content!r})"
+
+
+def count(n):
+    for i in range(n):
+        yield i
+
+
+def count_then_fail(n):
+    for i in range(n):
+        yield i
+    raise ValueError(f"failed after {n}")
+
+
+def stream_in_a_dict(n):
+    return {"stream": count(n), "status": "ok"}
+
+
+def same_twice():
+    obj = Box("shared")
+    return [obj, {"again": obj}]
+
+
+def iter_patterns(*texts):
+    return iter([re.compile(t) for t in texts])

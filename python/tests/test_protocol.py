@@ -10,10 +10,12 @@ from pyvisor_worker.protocol import (
     FrameTooLarge,
     FrameWriter,
     ProtocolError,
+    check_body,
     decode_envelope,
     encode_envelope,
     envelope_header,
     read_frame,
+    split_envelope,
 )
 
 
@@ -43,12 +45,16 @@ def test_constants_match_the_protocol_document():
     assert PROTOCOL_VERSION == 1
     assert (protocol.READY, protocol.CALL, protocol.OK, protocol.ERROR, protocol.PING,
             protocol.PONG, protocol.SHUTDOWN) == (0, 1, 2, 3, 4, 5, 6)
+    assert (protocol.CALL_METHOD, protocol.GET_ATTR, protocol.SET_ATTR, protocol.RELEASE,
+            protocol.STREAM_NEXT, protocol.CONTEXT) == (7, 8, 9, 10, 11, 12)
     assert (protocol.EXIT_OK, protocol.EXIT_FAILURE, protocol.EXIT_PROTOCOL,
             protocol.EXIT_VERSION) == (0, 1, 3, 4)
     assert protocol.DEFAULT_MAX_FRAME == 64 * 1024 * 1024
     assert {protocol.KIND_EXCEPTION, protocol.KIND_ENCODE, protocol.KIND_FRAME_TOO_LARGE,
-            protocol.KIND_BAD_REQUEST, protocol.KIND_UNKNOWN_OP} == {
-        "exception", "encode", "frame_too_large", "bad_request", "unknown_op"}
+            protocol.KIND_BAD_REQUEST, protocol.KIND_UNKNOWN_OP, protocol.KIND_REF_NOT_FOUND,
+            protocol.KIND_REF_SESSION_MISMATCH, protocol.KIND_NOT_ALLOWED} == {
+        "exception", "encode", "frame_too_large", "bad_request", "unknown_op", "ref_not_found",
+        "ref_session_mismatch", "not_allowed"}
 
 
 @pytest.mark.parametrize("op", [0, 6, 31, 127, 128, 255])
@@ -81,6 +87,49 @@ def test_the_envelope_is_what_msgpack_would_write(op, request_id):
 def test_a_malformed_envelope_is_a_protocol_error(payload):
     with pytest.raises(ProtocolError):
         decode_envelope(payload)
+
+
+@pytest.mark.parametrize("op", [0, 12, 127, 128, 255])
+@pytest.mark.parametrize("request_id", [0, 1, 127, 128, 65536, 2 ** 32, 2 ** 64 - 1])
+def test_split_envelope_leaves_the_body_undecoded(op, request_id):
+    body = msgpack.packb({"args": [msgpack.ExtType(42, b"not decoded here")]})
+    payload = msgpack.packb([op, request_id, msgpack.unpackb(body)])
+    assert split_envelope(payload) == (op, request_id, body)
+    assert bytes(split_envelope(payload)[2]) == body
+
+
+@pytest.mark.parametrize("header", [
+    b"\xdc\x00\x03",  # array 16 with three elements
+    b"\xdd\x00\x00\x00\x03",  # array 32
+])
+def test_split_envelope_accepts_long_array_headers_and_signed_ints(header):
+    assert split_envelope(header + b"\x01\x05\xc0") == (1, 5, b"\xc0")
+    assert split_envelope(b"\x93\xd0\x07\xd3" + (9).to_bytes(8, "big") + b"\xc0") == (7, 9, b"\xc0")
+
+
+@pytest.mark.parametrize("payload", [
+    b"",
+    b"\xc1",
+    b"\x92\x01\x02",
+    b"\x94\x01\x02\xc0\xc0",
+    b"\x93\xff\x01\xc0",  # negative fixint op
+    b"\x93\x01\xd0\xff\xc0",  # negative int8 id
+    b"\x93\xa1a\x01\xc0",  # string op
+    b"\x93\x01\xca\x00\x00\x00\x00\xc0",  # float id
+    b"\x93\x01\x01",  # no body
+    b"\x93\x01\xcd\x01",  # truncated id
+])
+def test_split_envelope_refuses_bad_headers(payload):
+    with pytest.raises(ProtocolError):
+        split_envelope(payload)
+
+
+def test_check_body_wants_exactly_one_value():
+    check_body(b"\xc0")
+    check_body(msgpack.packb(msgpack.ExtType(99, b"x")))
+    for body in (b"", b"\xc0\xc0", b"\xc1", b"\x92\x01"):
+        with pytest.raises(ProtocolError):
+            check_body(body)
 
 
 def test_read_frame_reads_frames_then_none_at_end_of_stream(pipe):

@@ -18,10 +18,47 @@ import msgpack
 import pytest
 
 READY, CALL, OK, ERROR, PING, PONG, SHUTDOWN = range(7)
+CALL_METHOD, GET_ATTR, SET_ATTR, RELEASE, STREAM_NEXT, CONTEXT = range(7, 13)
+EXT_TUPLE, EXT_SET, EXT_REF, EXT_STREAM_REF = 1, 2, 10, 11
 
 TESTS_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = TESTS_DIR.parent
 TIMEOUT = 20.0  # failure guard for every wait; tests normally finish far sooner
+
+
+class HostRef:
+    """A ref as the host sees it: the ext code and the payload map, sent back as received."""
+
+    def __init__(self, code, payload):
+        self.code = code
+        self.payload = payload
+
+    @property
+    def id(self):
+        return self.payload["id"]
+
+    @property
+    def stream(self):
+        return self.code == EXT_STREAM_REF
+
+    def __repr__(self):
+        return f"HostRef({self.code}, {self.payload!r})"
+
+
+def _ext_hook(code, data):
+    if code in (EXT_REF, EXT_STREAM_REF):
+        return HostRef(code, msgpack.unpackb(data, raw=False))
+    if code == EXT_TUPLE:
+        return tuple(msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook))
+    if code == EXT_SET:
+        return set(msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook))
+    return msgpack.ExtType(code, data)
+
+
+def _default(obj):
+    if isinstance(obj, HostRef):
+        return msgpack.ExtType(obj.code, msgpack.packb(obj.payload))
+    raise TypeError(f"test host cannot send {type(obj).__name__}")
 
 
 class Worker:
@@ -71,7 +108,7 @@ class Worker:
             view = view[os.write(self.to_worker, view):]
 
     def send(self, op, request_id, body=None):
-        payload = msgpack.packb([op, request_id, body], use_bin_type=True)
+        payload = msgpack.packb([op, request_id, body], use_bin_type=True, default=_default)
         self.send_raw(struct.pack(">I", len(payload)) + payload)
 
     def call(self, request_id, module, function, args=(), kwargs=None, session=None):
@@ -79,6 +116,22 @@ class Worker:
             "module": module, "function": function, "args": list(args),
             "kwargs": kwargs, "session": session,
         })
+
+    def request(self, op, request_id, body):
+        """Send one request and return the body of its OK reply (asserting that it is OK)."""
+        self.send(op, request_id, body)
+        reply = self.recv()
+        assert reply is not None, f"no reply; stderr:\n{self.err()}"
+        assert reply[:2] == (OK, request_id), reply
+        return reply[2]
+
+    def failing(self, op, request_id, body, kind):
+        """Send one request and return its ERROR body, asserting its kind."""
+        self.send(op, request_id, body)
+        reply = self.recv()
+        assert reply is not None, f"no reply; stderr:\n{self.err()}"
+        assert reply[:2] == (ERROR, request_id) and reply[2]["kind"] == kind, reply
+        return reply[2]
 
     def close_input(self):
         if self.to_worker is not None:
@@ -112,7 +165,7 @@ class Worker:
         (size,) = struct.unpack(">I", head)
         payload = self._read_exact(size, deadline)
         assert payload is not None, "end of stream after a frame header"
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        message = msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_ext_hook)
         assert isinstance(message, list) and len(message) == 3, message
         return tuple(message)
 
@@ -289,14 +342,14 @@ def test_system_exit_in_user_code_is_an_error_not_an_exit(worker):
     assert worker.proc.poll() is None
 
 
-def test_an_unencodable_result_is_an_encode_error(worker):
+def test_results_without_a_value_form_become_refs(worker):
     worker.call(1, "pyvisor_test_helpers", "returns_set")
-    _, _, body = worker.recv()
-    assert (body["kind"], body["type"], body["module"]) == ("encode", "set", "builtins")
+    assert worker.recv() == (OK, 1, {1, 2})
     worker.call(2, "pyvisor_test_helpers", "returns_nested_unencodable")
-    _, _, body = worker.recv()
-    assert (body["kind"], body["type"]) == ("encode", "list")
-    assert "object" in body["message"]
+    op, request_id, body = worker.recv()
+    assert (op, request_id, body[0]) == (OK, 2, 1)
+    ref = body[1]["a"]
+    assert isinstance(ref, HostRef) and ref.payload["type"] == "object"
     worker.call(3, "math", "sqrt", [4.0])
     assert worker.recv() == (OK, 3, 2.0)
 
@@ -318,7 +371,7 @@ def test_a_malformed_call_is_a_bad_request(worker, body):
     assert worker.recv() == (OK, 6, 1.0)
 
 
-@pytest.mark.parametrize("op", [0, 2, 3, 5, 7, 31, 200])
+@pytest.mark.parametrize("op", [0, 2, 3, 5, 13, 31, 200])
 def test_an_unknown_op_is_answered_and_the_worker_stays_up(worker, op):
     worker.send(op, 11, None)
     op_back, request_id, body = worker.recv()
@@ -458,3 +511,215 @@ def test_an_error_larger_than_the_frame_limit_is_truncated(spawn):
     assert body["message"].startswith("zzz") and len(body["message"]) < 4096
     w.call(2, "math", "sqrt", [4.0])
     assert w.recv() == (OK, 2, 2.0)
+
+
+# -- object bridge ------------------------------------------------------------------------------
+
+H = "pyvisor_test_helpers"
+
+
+def call_body(module, function, args=(), kwargs=None, session=None):
+    return {"module": module, "function": function, "args": list(args), "kwargs": kwargs,
+            "session": session}
+
+
+def test_a_pattern_ref_then_call_method_and_get_attr(worker):
+    ref = worker.request(CALL, 1, call_body("re", "compile", ["a(b+)c"], session="s1"))
+    assert isinstance(ref, HostRef) and not ref.stream
+    assert ref.payload == {"id": ref.id, "session": "s1", "pool": "test", "slot": 0,
+                           "generation": 1, "type": "Pattern", "module": "re"}
+    match = worker.request(CALL_METHOD, 2, {"target": ref, "method": "match", "args": ["abbbc"],
+                                            "kwargs": None, "session": "s1"})
+    assert isinstance(match, HostRef) and match.payload["type"] == "Match"
+    assert match.id != ref.id
+    assert worker.request(CALL_METHOD, 3, {"target": match, "method": "group", "args": [1],
+                                           "kwargs": {}, "session": "s1"}) == "bbb"
+    assert worker.request(GET_ATTR, 4, {"target": ref, "name": "pattern",
+                                        "session": "s1"}) == "a(b+)c"
+    # Refs inside the arguments of a plain CALL are the live object.
+    assert worker.request(CALL, 5, call_body("operator", "is_",
+                                             [ref, HostRef(EXT_REF, dict(ref.payload))],
+                                             session="s1")) is True
+    assert worker.request(CALL, 6, call_body("operator", "is_", [ref, match],
+                                             session="s1")) is False
+
+
+def test_set_attr_on_a_ref(worker):
+    box = worker.request(CALL, 1, call_body(H, "Box", [1]))
+    assert worker.request(SET_ATTR, 2, {"target": box, "name": "content",
+                                        "value": {"k": [1, 2]}, "session": None}) is None
+    assert worker.request(CALL_METHOD, 3, {"target": box, "method": "get", "args": None,
+                                           "kwargs": None, "session": None}) == {"k": [1, 2]}
+
+
+def test_get_attr_of_a_module(worker):
+    import math
+
+    assert worker.request(GET_ATTR, 1, {"target": "math", "name": "pi",
+                                        "session": None}) == math.pi
+    err = worker.failing(GET_ATTR, 2, {"target": "math", "name": "nope", "session": None},
+                         "exception")
+    assert err["type"] == "AttributeError"
+
+
+def test_eval_with_a_ref_in_its_globals(spawn):
+    w = spawn(env={"PYVISOR_ALLOW_EVAL": "1"})
+    w.handshake()
+    ref = w.request(CALL, 1, call_body("re", "compile", ["x+y"]))
+    assert w.request(CALL, 2, call_body(
+        "builtins", "eval", ["p.fullmatch('xxy').group(0)", {"p": ref}])) == "xxy"
+
+
+def test_eval_is_not_allowed_by_default(worker):
+    err = worker.failing(CALL, 1, call_body("builtins", "eval", ["1 + 1"]), "not_allowed")
+    assert "builtins.eval" in err["message"] and "PYVISOR_ALLOW_EVAL" in err["message"]
+    worker.failing(CALL, 2, call_body("builtins", "exec", ["x = 1"]), "not_allowed")
+    assert worker.request(CALL, 3, call_body("builtins", "len", [[1, 2]])) == 2
+
+
+def test_the_module_allowlist(spawn):
+    w = spawn(env={"PYVISOR_ALLOW_MODULES": f"math,os.path,{H}", "PYVISOR_ALLOW_EVAL": "1"})
+    w.handshake()
+    assert w.request(CALL, 1, call_body("math", "sqrt", [9.0])) == 3.0
+    assert w.request(CALL, 2, call_body("os.path", "join", ["a", "b"])) == "a/b"
+    err = w.failing(CALL, 3, call_body("os", "getcwd"), "not_allowed")
+    assert "'os'" in err["message"] and "PYVISOR_ALLOW_MODULES" in err["message"]
+    w.failing(CALL, 4, call_body("builtins", "eval", ["1"]), "not_allowed")
+    w.failing(GET_ATTR, 5, {"target": "json", "name": "dumps", "session": None}, "not_allowed")
+    w.failing(CONTEXT, 6, {"session": "s", "module": "decimal", "function": "localcontext",
+                           "args": None, "kwargs": None}, "not_allowed")
+    assert w.request(CALL, 7, call_body(H, "is_loaded", ["json.decoder"])) in (True, False)
+
+
+def test_stream_next_in_batches_until_done(worker):
+    result = worker.request(CALL, 1, call_body(H, "stream_in_a_dict", [5], session="s"))
+    assert result["status"] == "ok"
+    stream = result["stream"]
+    assert isinstance(stream, HostRef) and stream.stream
+    assert stream.payload["type"] == "generator"
+    batches = []
+    for request_id in range(2, 10):
+        batch = worker.request(STREAM_NEXT, request_id, {"target": stream, "max": 2,
+                                                         "session": "s"})
+        batches.append(batch)
+        if batch["done"]:
+            break
+    assert batches == [{"items": [0, 1], "done": False}, {"items": [2, 3], "done": False},
+                       {"items": [4], "done": True}]
+    err = worker.failing(STREAM_NEXT, 20, {"target": stream, "max": 2, "session": "s"},
+                         "ref_not_found")
+    assert str(stream.id) in err["message"]
+
+
+def test_contexts_keep_each_sessions_settings(worker):
+    for request_id, (session, setting) in enumerate((("s1", "one"), ("s2", "two")), 1):
+        assert worker.request(CONTEXT, request_id, {
+            "session": session, "module": H, "function": "setting", "args": [setting],
+            "kwargs": None}) is None
+    # Interleaved on one worker: each request runs inside its own session's context.
+    assert worker.request(CALL, 3, call_body(H, "get_setting", session="s1")) == "one"
+    assert worker.request(CALL, 4, call_body(H, "get_setting", session="s2")) == "two"
+    assert worker.request(CALL, 5, call_body(H, "get_setting")) == "default"
+    assert worker.request(CALL, 6, call_body(H, "get_setting", session="s1")) == "one"
+    assert worker.request(CONTEXT, 7, {"session": "s1", "module": None, "function": None,
+                                       "args": None, "kwargs": None}) is None
+    assert worker.request(CALL, 8, call_body(H, "get_setting", session="s1")) == "default"
+    assert worker.request(CALL, 9, call_body(H, "get_setting", session="s2")) == "two"
+    err = worker.failing(CONTEXT, 10, {"session": "s1", "module": H,
+                                       "function": "broken_context"}, "exception")
+    assert err["message"] == "cannot enter"
+    assert worker.request(CALL, 11, call_body(H, "get_setting", session="s1")) == "default"
+
+
+def test_release_then_use_is_ref_not_found(worker):
+    refs = [worker.request(CALL, i, call_body(H, "Box", [i], session="s")) for i in (1, 2, 3)]
+    assert worker.request(RELEASE, 4, {"session": "s", "refs": [refs[0].id, 999999]}) == 1
+    err = worker.failing(CALL_METHOD, 5, {"target": refs[0], "method": "get", "session": "s"},
+                         "ref_not_found")
+    assert str(refs[0].id) in err["message"]
+    assert worker.request(CALL_METHOD, 6, {"target": refs[1], "method": "get",
+                                           "session": "s"}) == 2
+    assert worker.request(RELEASE, 7, {"session": "s", "refs": None}) == 2
+    worker.failing(GET_ATTR, 8, {"target": refs[2], "name": "content", "session": "s"},
+                   "ref_not_found")
+
+
+def test_a_ref_of_another_session_is_refused(worker):
+    ref = worker.request(CALL, 1, call_body(H, "Box", ["mine"], session="a"))
+    err = worker.failing(GET_ATTR, 2, {"target": ref, "name": "content", "session": "b"},
+                         "ref_session_mismatch")
+    assert str(ref.id) in err["message"]
+    worker.failing(CALL, 3, call_body(H, "echo", [ref]), "ref_session_mismatch")
+    assert worker.request(GET_ATTR, 4, {"target": ref, "name": "content",
+                                        "session": "a"}) == "mine"
+
+
+def test_the_same_object_twice_is_one_ref(worker):
+    result = worker.request(CALL, 1, call_body(H, "same_twice"))
+    assert result[0].id == result[1]["again"].id
+
+
+def test_max_refs_evicts_the_least_recently_used(spawn):
+    w = spawn(env={"PYVISOR_MAX_REFS": "2"})
+    w.handshake()
+    first, second = (w.request(CALL, i, call_body(H, "Box", [i])) for i in (1, 2))
+    assert w.request(GET_ATTR, 3, {"target": first, "name": "content", "session": None}) == 1
+    w.request(CALL, 4, call_body(H, "Box", [4]))  # evicts `second`, used less recently
+    w.failing(GET_ATTR, 5, {"target": second, "name": "content", "session": None},
+              "ref_not_found")
+    assert w.request(GET_ATTR, 6, {"target": first, "name": "content", "session": None}) == 1
+
+
+def test_a_bad_value_in_a_body_is_a_bad_request_and_the_worker_stays_up(worker):
+    bad = msgpack.ExtType(42, b"?")
+    worker.failing(CALL, 1, call_body("math", "sqrt", [bad]), "bad_request")
+    worker.failing(CALL, 2, call_body("math", "sqrt", [msgpack.ExtType(4, b"12x")]),
+                   "bad_request")
+    assert worker.request(CALL, 3, call_body("math", "sqrt", [4.0])) == 2.0
+
+
+def test_bodies_are_decoded_in_order_on_the_interpreter_thread(worker):
+    # Pipelined: the second request names the ref the first one is about to create (ids count
+    # from 1 in a fresh worker). Decoded on arrival, it would not exist yet.
+    guessed = HostRef(EXT_REF, {"id": 1, "session": "s", "pool": "test", "slot": 0,
+                                "generation": 1, "type": "Box", "module": H})
+    worker.call(1, "time", "sleep", [0.2])
+    worker.call(2, H, "Box", ["early"], session="s")
+    worker.send(GET_ATTR, 3, {"target": guessed, "name": "content", "session": "s"})
+    worker.send(PING, 4)
+    replies = {}
+    for _ in range(4):
+        op, request_id, body = worker.recv()
+        replies[request_id] = (op, body)
+    assert replies[4] == (PONG, None)
+    assert replies[1] == (OK, None)
+    assert replies[2][0] == OK and replies[2][1].id == 1
+    assert replies[3] == (OK, "early")
+
+
+def test_numpy_arrays_cross_the_pipe(worker):
+    import numpy as np
+
+    arr = worker.request(CALL, 1, call_body("numpy", "arange", [6.0]))
+    assert isinstance(arr, msgpack.ExtType) and arr.code == 9
+    dtype, shape, data = msgpack.unpackb(arr.data)
+    assert (dtype, shape) == ("<f8", [6])
+    assert np.frombuffer(data, dtype=dtype).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    total = worker.request(CALL, 2, call_body("numpy", "sum", [arr]))
+    assert total == 15.0
+
+
+def test_refs_size_reports_the_workers_registry(worker):
+    assert worker.request(CALL, 1, call_body("pyvisor_worker.refs", "size")) == 0
+    worker.request(CALL, 2, call_body(H, "Box"))
+    worker.request(CALL, 3, call_body(H, "same_twice"))
+    assert worker.request(CALL, 4, call_body("pyvisor_worker.refs", "size")) == 2
+
+
+def test_a_failing_stream_sends_its_items_then_the_error(worker):
+    stream = worker.request(CALL, 1, call_body(H, "count_then_fail", [3]))
+    assert worker.request(STREAM_NEXT, 2, {"target": stream, "max": 64, "session": None}) == {
+        "items": [0, 1, 2], "done": False}
+    err = worker.failing(STREAM_NEXT, 3, {"target": stream, "max": 64, "session": None},
+                         "exception")
+    assert err["message"] == "failed after 3"

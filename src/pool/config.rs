@@ -118,6 +118,18 @@ pub struct PoolConfig {
     pub max_frame: usize,
     /// stderr lines kept per worker for crash reports (default 50).
     pub stderr_tail: usize,
+    /// Modules the workers may import for calls, attribute reads and contexts (a listed package
+    /// allows its submodules; `builtins` must be listed to be reached). `None` (the default)
+    /// allows every module. Methods and attributes of refs are not restricted.
+    pub allow_modules: Option<Vec<String>>,
+    /// Whether `builtins.eval`, `exec` and `compile` may be called (default `false`).
+    pub allow_eval: bool,
+    /// Most refs a worker holds, all sessions together; the least recently used is evicted
+    /// (default 10 000).
+    pub max_refs: usize,
+    /// A ref unused this long is evicted (default: never).
+    #[serde(deserialize_with = "duration::deserialize_opt")]
+    pub ref_ttl: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -145,6 +157,10 @@ impl Default for PoolConfig {
             python: None,
             max_frame: DEFAULT_MAX_FRAME,
             stderr_tail: 50,
+            allow_modules: None,
+            allow_eval: false,
+            max_refs: 10_000,
+            ref_ttl: None,
         }
     }
 }
@@ -213,6 +229,57 @@ impl PoolConfig {
         max_frame: usize,
         /// Sets [`PoolConfig::stderr_tail`].
         stderr_tail: usize,
+        /// Sets [`PoolConfig::allow_eval`].
+        allow_eval: bool,
+        /// Sets [`PoolConfig::max_refs`].
+        max_refs: usize,
+    }
+
+    /// Sets [`PoolConfig::ref_ttl`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").ref_ttl(std::time::Duration::from_secs(600));
+    /// assert!(cfg.ref_ttl.is_some());
+    /// ```
+    #[must_use]
+    pub fn ref_ttl(mut self, ttl: Duration) -> Self {
+        self.ref_ttl = Some(ttl);
+        self
+    }
+
+    /// Restricts the modules workers may reach (see [`PoolConfig::allow_modules`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cfg = pyvisor::PoolConfig::new("p").allow_modules(["numpy", "math"]);
+    /// assert_eq!(cfg.allow_modules.unwrap().len(), 2);
+    /// ```
+    #[must_use]
+    pub fn allow_modules<I: IntoIterator<Item = S>, S: Into<String>>(mut self, modules: I) -> Self {
+        self.allow_modules = Some(modules.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The environment that carries the pool's policy and ref limits to its workers.
+    pub(crate) fn policy_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            (
+                "PYVISOR_ALLOW_EVAL",
+                if self.allow_eval { "1" } else { "0" }.to_string(),
+            ),
+            ("PYVISOR_MAX_REFS", self.max_refs.to_string()),
+            (
+                "PYVISOR_REF_TTL",
+                self.ref_ttl.map_or(0.0, |t| t.as_secs_f64()).to_string(),
+            ),
+        ];
+        if let Some(modules) = &self.allow_modules {
+            env.push(("PYVISOR_ALLOW_MODULES", modules.join(",")));
+        }
+        env
     }
 
     /// Adds a module to [`PoolConfig::preload`].
@@ -280,6 +347,12 @@ impl PoolConfig {
         }
         if self.max_frame < 1024 {
             return Err(format!("pool {}: max_frame below 1 KiB", self.name));
+        }
+        if self.allow_modules.as_ref().is_some_and(Vec::is_empty) {
+            return Err(format!(
+                "pool {}: an empty allow_modules list would allow nothing",
+                self.name
+            ));
         }
         if self.heartbeat_timeout.is_zero() || self.call_timeout.is_zero() {
             return Err(format!("pool {}: timeouts must be above zero", self.name));

@@ -124,7 +124,7 @@ impl Drop for SessionInner {
 }
 
 impl Session {
-    fn id(&self) -> Option<&Arc<str>> {
+    fn key(&self) -> Option<&Arc<str>> {
         Some(&self.inner.id)
     }
 
@@ -134,10 +134,10 @@ impl Session {
     ///
     /// ```no_run
     /// # fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
-    /// assert_eq!(rt.session("p", "s1")?.name(), "s1");
+    /// assert_eq!(rt.session("p", "s1")?.id(), "s1");
     /// # Ok(()) }
     /// ```
-    pub fn name(&self) -> &str {
+    pub fn id(&self) -> &str {
         &self.inner.id
     }
 
@@ -160,7 +160,7 @@ impl Session {
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
-        self.inner.pool.request(self.id(), opts, op, body).await
+        self.inner.pool.request(self.key(), opts, op, body).await
     }
 
     /// Calls `module.function(*args, **kwargs)` on the session's worker and decodes the result
@@ -238,7 +238,7 @@ impl Session {
             function,
             args,
             kwargs,
-            session: Some(self.name()),
+            session: Some(self.id()),
         };
         self.request(opts, op::CALL, &body).await
     }
@@ -275,7 +275,7 @@ impl Session {
             method,
             args,
             kwargs,
-            session: Some(self.name()),
+            session: Some(self.id()),
         };
         self.request(CallOptions::default(), op::CALL_METHOD, &body)
             .await
@@ -306,7 +306,7 @@ impl Session {
         let body = GetAttrBody {
             target: Target::Module(module),
             name,
-            session: Some(self.name()),
+            session: Some(self.id()),
         };
         self.request(CallOptions::default(), op::GET_ATTR, &body)
             .await
@@ -337,7 +337,7 @@ impl Session {
         let body = GetAttrBody {
             target: Target::Ref(target),
             name,
-            session: Some(self.name()),
+            session: Some(self.id()),
         };
         self.request(CallOptions::default(), op::GET_ATTR, &body)
             .await
@@ -370,7 +370,7 @@ impl Session {
             target,
             name,
             value,
-            session: Some(self.name()),
+            session: Some(self.id()),
         };
         self.request::<_, Value>(CallOptions::default(), op::SET_ATTR, &body)
             .await
@@ -449,19 +449,19 @@ impl Session {
     /// ```
     pub async fn release(&self, target: &Ref) -> Result<bool, Error> {
         let mut request = self.inner.pool.encode(
-            self.id(),
+            self.key(),
             op::RELEASE,
             &ReleaseBody {
-                session: Some(self.name()),
+                session: Some(self.id()),
                 refs: Some(vec![target.id]),
             },
         )?;
         // The body names the ref by id only: pin the request to the ref's worker explicitly.
-        request.pin_to(&self.inner.pool, self.id(), target)?;
+        request.pin_to(&self.inner.pool, self.key(), target)?;
         let n: u64 = self
             .inner
             .pool
-            .send(self.id(), CallOptions::default(), request)
+            .send(self.key(), CallOptions::default(), request)
             .await?;
         Ok(n > 0)
     }
@@ -486,7 +486,7 @@ impl Session {
     /// ```
     pub async fn release_all(&self) -> Result<u64, Error> {
         let body = ReleaseBody {
-            session: Some(self.name()),
+            session: Some(self.id()),
             refs: None,
         };
         self.request(CallOptions::default(), op::RELEASE, &body)
@@ -522,7 +522,7 @@ impl Session {
         kwargs: &(impl Serialize + ?Sized),
     ) -> Result<(), Error> {
         let body = ContextBody {
-            session: Some(self.name()),
+            session: Some(self.id()),
             module: Some(module),
             function,
             args,
@@ -552,7 +552,7 @@ impl Session {
     /// ```
     pub async fn clear_contexts(&self) -> Result<(), Error> {
         let body = ContextBody::<(), ()> {
-            session: Some(self.name()),
+            session: Some(self.id()),
             module: None,
             function: "",
             args: &(),
@@ -573,7 +573,7 @@ impl Session {
     /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
     /// use futures::TryStreamExt;
     /// let gen: pyvisor::StreamRef = s.call("builtins", "iter", &(vec![1, 2, 3],), &()).await?;
-    /// let items: Vec<i64> = s.stream(&gen).try_collect().await?;
+    /// let items: Vec<i64> = s.stream::<i64>(&gen).try_collect().await?;
     /// # Ok(()) }
     /// ```
     pub fn stream<T: DeserializeOwned + Send + 'static>(
@@ -597,7 +597,7 @@ impl Session {
                 let body = StreamNextBody {
                     target: &st.target,
                     max: STREAM_BATCH,
-                    session: Some(st.session.name()),
+                    session: Some(st.session.id()),
                 };
                 match st
                     .session

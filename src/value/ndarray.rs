@@ -67,7 +67,7 @@ impl NdArray {
             ),
             _ => return None,
         };
-        if size == 0 || self.data.len() % size != 0 {
+        if size == 0 || !self.data.len().is_multiple_of(size) {
             return None;
         }
         let big = order == b'>';

@@ -126,9 +126,9 @@ impl fmt::Display for Ref {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamRef(pub(crate) Ref);
 
-impl StreamRef {
+impl AsRef<Ref> for StreamRef {
     /// The underlying ref (id, session, worker, type).
-    pub fn as_ref(&self) -> &Ref {
+    fn as_ref(&self) -> &Ref {
         &self.0
     }
 }

@@ -73,3 +73,149 @@ def big_bytes(size: int) -> bytes:
 def echo(value: Any) -> Any:
     """Returns its argument."""
     return value
+
+
+# ----- object bridge fixtures -------------------------------------------------------------
+
+import re
+from collections import OrderedDict
+
+
+class Opaque:
+    """An object with no value form: it always comes back as a ref."""
+
+    def __init__(self, label: str = "opaque") -> None:
+        self.label = label
+
+    def shout(self, suffix: str = "!") -> str:
+        return self.label.upper() + suffix
+
+
+def validators() -> list:
+    """A1: three dicts whose `pattern` is a compiled regex."""
+    return [
+        {"name": "email", "pattern": re.compile(r"[^@]+@[^@]+"), "error_message": "bad email", "required": True},
+        {"name": "zip", "pattern": re.compile(r"\d{5}"), "error_message": "bad zip", "required": False},
+        {"name": "phone", "pattern": re.compile(r"\+?\d+"), "error_message": "bad phone", "required": False},
+    ]
+
+
+def mixed() -> Any:
+    """A2: refs only at the leaves."""
+    p = re.compile("x")
+    return {
+        "list": [1, p, 3],
+        "map": {"a": 1, "b": p, "c": "hello"},
+        "deep": {"l1": {"l2": {"l3": [1, 2, re.compile("y"), 4]}}},
+    }
+
+
+def three_patterns() -> list:
+    """A3: three different objects, three refs."""
+    return [re.compile("a"), 1, re.compile("b"), 2, re.compile("c")]
+
+
+def tuple_with_ref() -> tuple:
+    """A4."""
+    return (1, re.compile("t"), 3)
+
+
+def with_stream() -> dict:
+    """A5: a generator inside a dict."""
+    return {"stream": (i * i for i in range(5)), "status": "ok"}
+
+
+async def _agen():
+    yield 1
+
+
+def async_things() -> dict:
+    """A10: async generators are plain refs."""
+    return {"agen": _agen(), "gen": (i for i in range(2))}
+
+
+def same_twice() -> list:
+    """A11: one object twice, another once."""
+    p = re.compile("same")
+    return [p, p, re.compile("other")]
+
+
+def cycles() -> dict:
+    """A8: a self-referencing list, two dicts pointing at each other, a 10-deep chain."""
+    selfish: list = [1, 2]
+    selfish.append(selfish)
+    a: dict = {"name": "a"}
+    b: dict = {"name": "b", "peer": a}
+    a["peer"] = b
+    root: dict = {"depth": 0}
+    node = root
+    for depth in range(1, 10):
+        child: dict = {"depth": depth}
+        node["next"] = child
+        node = child
+    node["next"] = root
+    return {"selfish": selfish, "pair": a, "chain": root}
+
+
+def too_deep(depth: int = 5000) -> list:
+    """A9: nesting beyond the recursion limit."""
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def history_like() -> list:
+    """A7: an LM history entry: only `response` has no value form."""
+    return [{
+        "model": "offline/rules",
+        "response": Opaque("response"),
+        "cost": 0.0,
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "messages": [{"role": "user", "content": "hi"}],
+    }]
+
+
+def ordered() -> OrderedDict:
+    """dict subclasses are data."""
+    return OrderedDict([("b", 1), ("a", 2)])
+
+
+def registry_size() -> int:
+    """How many refs this worker holds."""
+    from pyvisor_worker import refs
+
+    return refs.size()
+
+
+def count_to(n: int):
+    """A generator of 0..n."""
+    yield from range(n)
+
+
+def fail_after(n: int):
+    """A generator that raises after n items."""
+    yield from range(n)
+    raise RuntimeError(f"stream broke after {n}")
+
+
+def describe(value: Any) -> Any:
+    """What Python received: (type name, repr) — for checking what Rust values become."""
+    return [type(value).__name__, repr(value)]
+
+
+def key_types(d: dict) -> list:
+    """The type names of a dict's keys, in order."""
+    return [type(k).__name__ for k in d]
+
+
+def ndarray_info(a: Any) -> list:
+    """dtype, shape, checksum, and whether the array views the message buffer (read-only)."""
+    return [a.dtype.str, list(a.shape), float(a.sum()), not a.flags.writeable]
+
+
+def make_array(n: int) -> Any:
+    import numpy as np
+
+    return np.arange(n, dtype=np.float64) * 0.5

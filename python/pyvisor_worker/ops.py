@@ -1,0 +1,341 @@
+"""Running requests on the interpreter thread: decode the body, resolve refs, run the op inside the
+session's contexts, encode the result (``docs/protocol.md``, "Operations").
+
+``Ops.handle`` turns one request ``(op, id, raw body)`` into a reply: ``(True, OK body bytes)`` or
+``(False, error map)``. Nothing a request does escapes as an exception except ``KeyboardInterrupt``
+and ``ProtocolError`` (a body that is not one well-formed MessagePack value: the worker exits 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import msgpack
+
+from . import calls, value
+from .calls import BadRequest, error_map, exception_error, parse_args, parse_name, parse_session
+from .policy import NotAllowed, Policy
+from .protocol import (
+    CALL,
+    CALL_METHOD,
+    CONTEXT,
+    DEFAULT_MAX_FRAME,
+    GET_ATTR,
+    KIND_BAD_REQUEST,
+    KIND_FRAME_TOO_LARGE,
+    KIND_NOT_ALLOWED,
+    KIND_UNKNOWN_OP,
+    OK,
+    RELEASE,
+    SET_ATTR,
+    STREAM_NEXT,
+    ProtocolError,
+    envelope_header,
+)
+from .refs import RefError, RefSessionMismatch, Registry
+
+__all__ = ["Ops", "OP_NAMES"]
+
+OP_NAMES = {
+    CALL: "CALL",
+    CALL_METHOD: "CALL_METHOD",
+    GET_ATTR: "GET_ATTR",
+    SET_ATTR: "SET_ATTR",
+    RELEASE: "RELEASE",
+    STREAM_NEXT: "STREAM_NEXT",
+    CONTEXT: "CONTEXT",
+}
+
+Reply = Tuple[bool, Any]
+
+
+class _Factory:
+    """A context-manager factory of a session: ``module.function(*args, **kwargs)``."""
+
+    __slots__ = ("module", "function", "args", "kwargs")
+
+    def __init__(self, module: str, function: str, args: List[Any], kwargs: Dict[str, Any]) -> None:
+        self.module = module
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def create(self) -> Any:
+        return calls.resolve(self.module, self.function)(*self.args, **self.kwargs)
+
+
+class _Batch:
+    """A ``STREAM_NEXT`` result: encoded as ``{items: [...], done: bool}``, item by item."""
+
+    __slots__ = ("items", "done")
+
+    def __init__(self, items: List[Any], done: bool) -> None:
+        self.items = items
+        self.done = done
+
+
+class _Request:
+    """A decoded request: its body, session, and the refs it carried."""
+
+    __slots__ = ("op", "body", "session", "resolved")
+
+    def __init__(self, op: int, body: Any, session: Optional[str],
+                 resolved: List[Tuple[Any, int]]) -> None:
+        self.op = op
+        self.body = body
+        self.session = session
+        self.resolved = resolved
+
+    @property
+    def name(self) -> str:
+        return OP_NAMES[self.op]
+
+    def ref_id_of(self, obj: Any) -> Optional[int]:
+        """The id of the ref that decoded to ``obj``, or ``None`` if ``obj`` came as a value."""
+        for live, ref_id in self.resolved:
+            if live is obj:
+                return ref_id
+        return None
+
+    def target_ref(self) -> Tuple[Any, int]:
+        """``(target object, ref id)``; the target must be a ref."""
+        body = self.body
+        if "target" not in body:
+            raise BadRequest(f"{self.name} body has no 'target'")
+        target = body["target"]
+        ref_id = self.ref_id_of(target)
+        if ref_id is None:
+            raise BadRequest(f"{self.name} 'target' must be a ref, not {type(target).__name__}")
+        return target, ref_id
+
+
+class Ops:
+    """The request handlers of one worker: its ref registry, policy and session contexts."""
+
+    def __init__(self, registry: Optional[Registry] = None, policy: Optional[Policy] = None,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.registry = registry if registry is not None else Registry()
+        self.policy = policy if policy is not None else Policy()
+        self.max_frame = max_frame
+        self.contexts: Dict[str, List[_Factory]] = {}
+        self._pending: Dict[int, BaseException] = {}
+        """Exceptions a stream raised after it had produced items of the same batch, by ref id."""
+        self._handlers: Dict[int, Callable[[_Request], Any]] = {
+            CALL: self._call,
+            CALL_METHOD: self._call_method,
+            GET_ATTR: self._get_attr,
+            SET_ATTR: self._set_attr,
+            RELEASE: self._release,
+            STREAM_NEXT: self._stream_next,
+            CONTEXT: self._context,
+        }
+
+    # -- the request cycle -------------------------------------------------------------------------
+
+    def handle(self, op: int, request_id: int, raw: Any) -> Reply:
+        """The reply to one request whose body is the MessagePack bytes ``raw``."""
+        handler = self._handlers.get(op)
+        if handler is None:
+            return False, error_map(KIND_UNKNOWN_OP, message=f"unknown op {op}")
+        try:
+            request = self._decode(op, raw)
+        except RefError as exc:
+            return False, error_map(exc.kind, message=str(exc))
+        except BadRequest as exc:
+            return False, error_map(KIND_BAD_REQUEST, message=str(exc))
+        session = request.session
+        factories = self.contexts.get(session) if self._in_contexts(request) else None  # type: ignore[arg-type]
+        try:
+            result = self._run(handler, request, factories)
+        except KeyboardInterrupt:
+            raise
+        except BadRequest as exc:
+            return False, error_map(KIND_BAD_REQUEST, message=str(exc))
+        except NotAllowed as exc:
+            return False, error_map(KIND_NOT_ALLOWED, message=str(exc))
+        except BaseException as exc:
+            tb = exc.__traceback__
+            try:
+                return False, exception_error(exc, calls.user_traceback(tb))
+            finally:
+                tb = None
+        finally:
+            request = None  # type: ignore[assignment]
+        return self._encode(request_id, result, session)
+
+    def _decode(self, op: int, raw: Any) -> _Request:
+        resolved: List[Tuple[Any, int, Optional[str]]] = []
+        lookup = self.registry.lookup
+
+        def resolve_ref(payload: Dict[str, Any]) -> Any:
+            ref_id, obj, owner = lookup(payload)
+            resolved.append((obj, ref_id, owner))
+            return obj
+
+        name = OP_NAMES[op]
+        try:
+            body = value.decode(raw, resolve_ref)
+        except RefError:
+            raise
+        except value.DecodeError as exc:
+            raise BadRequest(f"{name} body: {exc}") from None
+        except (RecursionError, msgpack.StackError):
+            raise BadRequest(f"{name} body is nested too deeply") from None
+        except (ValueError, msgpack.UnpackException) as exc:
+            # ExtraData, FormatError, truncated input, invalid UTF-8: not one MessagePack value.
+            raise ProtocolError(f"malformed frame: {exc}") from None
+        except Exception as exc:
+            raise BadRequest(f"{name} body cannot be decoded: {exc}") from None
+        if type(body) is not dict:
+            raise BadRequest(f"{name} body must be a map, not {type(body).__name__}")
+        session = parse_session(body, name)
+        for _, ref_id, owner in resolved:
+            if owner != session:
+                raise RefSessionMismatch(ref_id, owner, session)
+        return _Request(op, body, session, [(obj, ref_id) for obj, ref_id, _ in resolved])
+
+    @staticmethod
+    def _in_contexts(request: _Request) -> bool:
+        if request.session is None or request.op == RELEASE:
+            return False
+        return not (request.op == CONTEXT and request.body.get("module") is None)
+
+    @staticmethod
+    def _run(handler: Callable[[_Request], Any], request: _Request,
+             factories: Optional[List[_Factory]]) -> Any:
+        if not factories:
+            return handler(request)
+        result = None
+        with contextlib.ExitStack() as stack:
+            for factory in list(factories):
+                stack.enter_context(factory.create())
+            result = handler(request)
+        return result
+
+    def _encode(self, request_id: int, result: Any, session: Optional[str]) -> Reply:
+        encoder = value.Encoder(self.registry, session)
+        if type(result) is _Batch:
+            body = self._encode_batch(encoder, result)
+        else:
+            body = encoder.encode(result)
+        size = len(envelope_header(OK, request_id)) + len(body)
+        if size <= self.max_frame:
+            return True, body
+        encoder.rollback()  # the host never sees these refs
+        shown = result.items if type(result) is _Batch else result
+        cls = type(shown)
+        return False, error_map(
+            KIND_FRAME_TOO_LARGE, cls.__qualname__, cls.__module__ or "",
+            f"the result ({cls.__qualname__}) encodes to a {size}-byte frame, above the "
+            f"{self.max_frame}-byte limit")
+
+    @staticmethod
+    def _encode_batch(encoder: value.Encoder, batch: _Batch) -> bytes:
+        header = msgpack.Packer(autoreset=True).pack_array_header(len(batch.items))
+        parts = [b"\x82\xa5items", header]
+        for item in batch.items:
+            parts.append(encoder.encode(item))  # each item falls back to one ref on its own
+        parts.append(b"\xa4done")
+        parts.append(b"\xc3" if batch.done else b"\xc2")
+        return b"".join(parts)
+
+    # -- the ops -----------------------------------------------------------------------------------
+
+    def _call(self, request: _Request) -> Any:
+        module, function, args, kwargs = calls.parse_call(request.body)
+        self.policy.check(module, function)
+        return calls.resolve(module, function)(*args, **kwargs)
+
+    def _call_method(self, request: _Request) -> Any:
+        target, _ = request.target_ref()
+        method = parse_name(request.body, "method", request.name)
+        args, kwargs = parse_args(request.body, request.name)
+        return getattr(target, method)(*args, **kwargs)
+
+    def _get_attr(self, request: _Request) -> Any:
+        body = request.body
+        if "target" not in body:
+            raise BadRequest("GET_ATTR body has no 'target'")
+        target = body["target"]
+        name = parse_name(body, "name", request.name)
+        if request.ref_id_of(target) is not None:
+            return getattr(target, name)
+        if type(target) is not str or not target:
+            raise BadRequest(
+                f"GET_ATTR 'target' must be a ref or a module name, not {type(target).__name__}")
+        self.policy.check(target, name)
+        return calls.resolve(target, name)
+
+    def _set_attr(self, request: _Request) -> None:
+        target, _ = request.target_ref()
+        name = parse_name(request.body, "name", request.name)
+        if "value" not in request.body:
+            raise BadRequest("SET_ATTR body has no 'value'")
+        setattr(target, name, request.body["value"])
+        return None
+
+    def _release(self, request: _Request) -> int:
+        refs = request.body.get("refs")
+        if refs is None:
+            self.contexts.pop(request.session, None)  # type: ignore[arg-type]
+            return self.registry.release(request.session, None)
+        if type(refs) is not list or not all(type(r) is int for r in refs):
+            raise BadRequest("RELEASE 'refs' must be an array of ids or nil")
+        return self.registry.release(request.session, refs)
+
+    def _stream_next(self, request: _Request) -> _Batch:
+        target, ref_id = request.target_ref()
+        limit = request.body.get("max")
+        if limit is None:
+            limit = 1
+        elif type(limit) is not int or limit < 0:
+            raise BadRequest(f"STREAM_NEXT 'max' must be a uint, not {limit!r}")
+        limit = max(1, limit)
+        items: List[Any] = []
+        append = items.append
+        done = False
+        if not hasattr(type(target), "__next__"):
+            raise BadRequest(
+                f"STREAM_NEXT 'target' is not an iterator: {type(target).__qualname__}")
+        pending = self._pending
+        if pending:
+            for stale in [i for i in pending if i not in self.registry]:
+                del pending[stale]  # released or evicted meanwhile
+            failure = pending.pop(ref_id, None)
+            if failure is not None:
+                raise failure
+        while len(items) < limit:
+            try:
+                append(next(target))
+            except StopIteration:
+                done = True
+                break
+            except Exception as exc:
+                if not items:
+                    raise
+                # Send what came before the failure now; the failure is the next reply.
+                pending[ref_id] = exc
+                break
+        if done:
+            self.registry.discard([ref_id])
+        return _Batch(items, done)
+
+    def _context(self, request: _Request) -> None:
+        body = request.body
+        session = request.session
+        if session is None:
+            raise BadRequest("CONTEXT needs a session")
+        if body.get("module") is None:
+            self.contexts.pop(session, None)
+            return None
+        module = parse_name(body, "module", request.name)
+        function = parse_name(body, "function", request.name)
+        args, kwargs = parse_args(body, request.name)
+        self.policy.check(module, function)
+        factory = _Factory(module, function, list(args), dict(kwargs))
+        with factory.create():  # must work once before it is kept
+            pass
+        self.contexts.setdefault(session, []).append(factory)
+        return None
+

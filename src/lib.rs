@@ -38,6 +38,7 @@
 #![deny(unused_must_use)]
 #![warn(clippy::mod_module_files)]
 
+pub mod dspy;
 mod error;
 pub mod pool;
 pub mod protocol;
@@ -47,9 +48,9 @@ pub mod value;
 pub mod worker;
 
 pub use error::{Error, LossReason, PythonError, Result, WorkerId};
-pub use pool::{Affinity, PoolConfig, PoolStats, PoolStatus, WorkerStats};
+pub use pool::{Affinity, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats};
 pub use runtime::{
-    CallOptions, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
+    CallOptions, Delivered, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
 };
 pub use value::{from_value, NdArray, Ref, StreamRef, Value};
 pub use worker::ExitStatus;

@@ -12,7 +12,7 @@ mod sessions;
 mod slots;
 mod stats;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -25,7 +25,7 @@ use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensit
 use crate::worker::{Job, Worker, WorkerArgs, WorkerFailure, WorkerMsg, WorkerSpec};
 
 pub use config::{Affinity, PoolConfig};
-pub use stats::{PoolStats, PoolStatus, WorkerStats};
+pub use stats::{Placement, PoolStats, PoolStatus, WorkerStats};
 
 use queue::{Queue, Queued};
 use sessions::{Binding, Sessions};
@@ -60,6 +60,7 @@ pub(crate) enum PoolMsg {
     /// The last handle of a session was dropped: release it on its worker (best effort).
     CloseSession(Job),
     Stats(oneshot::Sender<PoolStats>),
+    Placement(Arc<str>, oneshot::Sender<Option<Placement>>),
     WaitReady(oneshot::Sender<Result<(), Error>>),
     Shutdown(oneshot::Sender<()>),
     DrainOver,
@@ -69,6 +70,10 @@ pub(crate) struct PoolArgs {
     pub(crate) config: PoolConfig,
     pub(crate) spec: Arc<WorkerSpec>,
     pub(crate) events: EventBus,
+    /// Linked under a host supervisor: giving up fails the actor (OTP escalation).
+    pub(crate) escalate: bool,
+    /// Where the pool leaves its failure for callers that find the actor gone.
+    pub(crate) failure: Arc<OnceLock<Error>>,
 }
 
 enum Phase {
@@ -97,6 +102,19 @@ pub(crate) struct PoolState {
     restarts: u64,
     saturated: u64,
     queue_timeouts: u64,
+    escalate: bool,
+    failure: Arc<OnceLock<Error>>,
+    /// Set when the pool gave up and must fail its actor (escalation to a host supervisor).
+    escalation: Option<Error>,
+}
+
+impl PoolState {
+    fn escalation(&mut self) -> Result<(), ActorProcessingErr> {
+        match self.escalation.take() {
+            Some(e) => Err(Box::new(e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The pool actor (stateless: everything lives in [`PoolState`]).
@@ -116,6 +134,8 @@ impl Actor for Pool {
             config,
             spec,
             events,
+            escalate,
+            failure,
         } = args;
         let supervisor = Supervisor::new(
             config.restart,
@@ -138,7 +158,39 @@ impl Actor for Pool {
             restarts: 0,
             saturated: 0,
             queue_timeouts: 0,
+            escalate,
+            failure,
+            escalation: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PoolMsg>,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopped from outside (a host supervisor stopping its tree) rather than by `shutdown`:
+        // drain the workers ourselves and wait until their processes are gone.
+        let workers: Vec<_> = state
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.worker.take())
+            .collect();
+        let grace = state.config.shutdown_grace;
+        for worker in &workers {
+            let _ = worker.cast(WorkerMsg::Shutdown { grace });
+        }
+        for worker in workers {
+            if worker
+                .get_cell()
+                .wait(Some(grace + 3 * KILL_STEP))
+                .await
+                .is_err()
+            {
+                worker.kill();
+            }
+        }
+        Ok(())
     }
 
     async fn post_start(
@@ -149,7 +201,7 @@ impl Actor for Pool {
         for slot in 0..state.slots.len() {
             state.start_worker(&myself, slot).await;
         }
-        Ok(())
+        state.escalation()
     }
 
     async fn handle(
@@ -190,6 +242,9 @@ impl Actor for Pool {
                 }
             }
             PoolMsg::CloseSession(job) => state.close_session(&myself, job),
+            PoolMsg::Placement(session, reply) => {
+                let _ = reply.send(state.placement(&session));
+            }
             PoolMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
@@ -206,7 +261,7 @@ impl Actor for Pool {
                 }
             }
         }
-        Ok(())
+        state.escalation()
     }
 
     async fn handle_supervisor_evt(
@@ -256,7 +311,7 @@ impl Actor for Pool {
                 state.on_worker_failed(&myself, slot, failure);
             }
         }
-        Ok(())
+        state.escalation()
     }
 }
 
@@ -691,17 +746,29 @@ impl PoolState {
         self.events.emit(Event::PoolFailed {
             pool: self.name.to_string(),
             reason,
-            stderr_tail,
+            stderr_tail: stderr_tail.clone(),
         });
-        let refusal = self.refusal();
+        let err = Error::PoolFailed {
+            pool: self.name.to_string(),
+            reason: self.failure_reason(),
+            stderr_tail,
+        };
+        let _ = self.failure.set(err.clone());
         for q in self.queue.drain() {
-            let _ = q
-                .job
-                .reply
-                .send(refusal.clone().map(|_| unreachable!("failed pool")));
+            let _ = q.job.reply.send(Err(err.clone()));
         }
         for waiter in self.ready_waiters.drain(..) {
-            let _ = waiter.send(refusal.clone());
+            let _ = waiter.send(Err(err.clone()));
+        }
+        if self.escalate {
+            self.escalation = Some(err);
+        }
+    }
+
+    fn failure_reason(&self) -> String {
+        match &self.phase {
+            Phase::Failed { reason, .. } => reason.clone(),
+            _ => String::new(),
         }
     }
 
@@ -754,6 +821,21 @@ impl PoolState {
                 let _ = done.send(());
             }
             myself.stop(None);
+        }
+    }
+
+    fn placement(&self, session: &str) -> Option<Placement> {
+        match self.sessions.get(session)? {
+            Binding::Bound { slot, generation } => Some(Placement {
+                worker: WorkerId::new(self.name.as_ref(), *slot, *generation),
+                pid: self.slots[*slot].pid,
+                lost: None,
+            }),
+            Binding::Lost { worker, reason } => Some(Placement {
+                worker: worker.clone(),
+                pid: None,
+                lost: Some(reason.clone()),
+            }),
         }
     }
 

@@ -3,13 +3,14 @@
 mod client;
 mod config;
 pub(crate) mod duration;
+mod embed;
 mod events;
 mod python;
 mod session;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use ractor::Actor;
 use serde::de::DeserializeOwned;
@@ -22,6 +23,7 @@ use crate::pool::{Pool, PoolArgs, PoolConfig, PoolMsg, PoolStats};
 use crate::worker::{LaunchSpec, WorkerSpec};
 
 pub use config::RuntimeConfig;
+pub use embed::Delivered;
 pub(crate) use events::EventBus;
 pub use events::{Event, EventStream};
 pub use session::{CallOptions, Session};
@@ -108,6 +110,35 @@ impl RuntimeBuilder {
     /// interpreter is found or it cannot import the worker package (the message says how to fix
     /// it).
     pub async fn start(self) -> Result<Runtime, Error> {
+        self.launch(None).await
+    }
+
+    /// Like [`RuntimeBuilder::start`], with every pool actor linked under `supervisor`, an actor
+    /// of the host application. A pool that exceeds its restart intensity then fails its actor:
+    /// the supervisor receives `SupervisionEvent::ActorFailed` whose error downcasts to
+    /// [`Error::PoolFailed`] (OTP escalation), and the pool's workers are killed with it. Stopping
+    /// the supervisor's tree stops each pool gracefully: calls in flight drain for the pool's
+    /// `shutdown_grace`, then no process is left. See `docs/embedding.md`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeBuilder::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(host: ractor::ActorCell) -> Result<(), pyvisor::Error> {
+    /// let rt = pyvisor::Runtime::builder()
+    ///     .pool(pyvisor::PoolConfig::new("triage"))
+    ///     .start_linked(host)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_linked(self, supervisor: ractor::ActorCell) -> Result<Runtime, Error> {
+        self.launch(Some(supervisor)).await
+    }
+
+    async fn launch(self, supervisor: Option<ractor::ActorCell>) -> Result<Runtime, Error> {
         let mut seen = std::collections::HashSet::new();
         for pool in &self.config.pools {
             pool.validate().map_err(Error::Config)?;
@@ -151,22 +182,27 @@ impl RuntimeBuilder {
                 overrun_grace: config.overrun_grace,
                 stderr_tail: config.stderr_tail,
             });
+            let failure = Arc::new(OnceLock::new());
+            let args = PoolArgs {
+                config: config.clone(),
+                spec,
+                events: events.clone(),
+                escalate: supervisor.is_some(),
+                failure: failure.clone(),
+            };
+            let spawned = match &supervisor {
+                Some(sup) => Actor::spawn_linked(None, Pool, args, sup.clone()).await,
+                None => Actor::spawn(None, Pool, args).await,
+            };
+            let (actor, join) = spawned.map_err(|e| Error::Internal(format!("pool actor: {e}")))?;
+            joins.push(join);
             let client = PoolClient {
                 name: config.name.as_str().into(),
                 call_timeout: config.call_timeout,
                 max_frame: config.max_frame,
-                actor: {
-                    let args = PoolArgs {
-                        config: config.clone(),
-                        spec,
-                        events: events.clone(),
-                    };
-                    let (actor, join) = Actor::spawn(None, Pool, args)
-                        .await
-                        .map_err(|e| Error::Internal(format!("pool actor: {e}")))?;
-                    joins.push(join);
-                    actor
-                },
+                actor,
+                failure,
+                requests: Default::default(),
             };
             pools.insert(config.name.clone(), Arc::new(client));
         }

@@ -56,3 +56,15 @@ pub enum PoolStatus {
         reason: String,
     },
 }
+
+/// Where a session's state lives, from [`Session::placement`](crate::Session::placement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Placement {
+    /// The worker holding the session (pool, slot, generation).
+    pub worker: crate::WorkerId,
+    /// Its OS pid, once it has started.
+    pub pid: Option<u32>,
+    /// Why the worker is gone, if the session lost it.
+    pub lost: Option<crate::LossReason>,
+}

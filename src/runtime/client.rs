@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -21,6 +22,10 @@ pub(crate) struct PoolClient {
     pub(crate) actor: ActorRef<PoolMsg>,
     pub(crate) call_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// Set by the pool when it fails, for callers that find its actor gone (escalated).
+    pub(crate) failure: Arc<OnceLock<Error>>,
+    /// Request ids handed out by [`PoolClient::next_request`].
+    pub(crate) requests: AtomicU64,
 }
 
 /// An encoded request, ready for the pool.
@@ -28,6 +33,48 @@ pub(crate) struct Encoded {
     op: u8,
     body: Vec<u8>,
     pin: Option<(usize, u64)>,
+}
+
+/// A request handed to the pool, waiting for its reply.
+pub(crate) struct Pending {
+    rx: oneshot::Receiver<Result<Reply, Error>>,
+    deadline: Instant,
+    timeout: Duration,
+    pool: Arc<str>,
+    failure: Arc<OnceLock<Error>>,
+}
+
+impl Pending {
+    /// Waits for the reply until the deadline and decodes it as `R`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the future drops the reply channel: a queued call is then skipped, and a running
+    /// call's result is discarded when it arrives (the worker stays in service).
+    pub(crate) async fn finish<R: DeserializeOwned + 'static>(self) -> Result<R, Error> {
+        let reply =
+            match tokio::time::timeout_at(self.deadline, self.rx).await {
+                Ok(Ok(outcome)) => outcome?,
+                Ok(Err(_)) => {
+                    return Err(self.failure.get().cloned().unwrap_or_else(|| {
+                        Error::ShuttingDown {
+                            pool: self.pool.to_string(),
+                        }
+                    }))
+                }
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        pool: self.pool.to_string(),
+                        after: self.timeout,
+                    })
+                }
+            };
+        let value: Value = rmp_serde::from_slice(reply.body()).map_err(|e| Error::Decode {
+            expected: "a Python value",
+            message: e.to_string(),
+        })?;
+        from_value(value)
+    }
 }
 
 impl Encoded {
@@ -104,12 +151,7 @@ impl PoolClient {
         opts: CallOptions,
         request: Encoded,
     ) -> Result<R, Error> {
-        let reply = self.submit(session, opts, request).await?;
-        let value: Value = rmp_serde::from_slice(reply.body()).map_err(|e| Error::Decode {
-            expected: "a Python value",
-            message: e.to_string(),
-        })?;
-        from_value(value)
+        self.start(session, opts, request)?.finish().await
     }
 
     /// Encodes, sends, decodes.
@@ -124,18 +166,14 @@ impl PoolClient {
         self.send(session, opts, request).await
     }
 
-    /// Sends an encoded request and waits for its reply until the deadline.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancelling the future drops the reply channel: a queued call is then skipped, and a running
-    /// call's result is discarded when it arrives (the worker stays in service).
-    async fn submit(
+    /// Hands an encoded request to the pool now (so requests reach the pool in the order they
+    /// are started); the reply is awaited with [`Pending::finish`].
+    pub(crate) fn start(
         &self,
         session: Option<&Arc<str>>,
         opts: CallOptions,
         request: Encoded,
-    ) -> Result<Reply, Error> {
+    ) -> Result<Pending, Error> {
         let timeout = opts.timeout.unwrap_or(self.call_timeout);
         let deadline = Instant::now() + timeout;
         let (reply, rx) = oneshot::channel();
@@ -145,20 +183,30 @@ impl PoolClient {
             affinity: opts.affinity,
         };
         if self.actor.cast(msg).is_err() {
-            return Err(Error::ShuttingDown {
-                pool: self.name.to_string(),
-            });
+            return Err(self.gone());
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(Error::ShuttingDown {
+        Ok(Pending {
+            rx,
+            deadline,
+            timeout,
+            pool: self.name.clone(),
+            failure: self.failure.clone(),
+        })
+    }
+
+    /// The error for a pool whose actor is gone: its failure if it failed, else shutting down.
+    pub(crate) fn gone(&self) -> Error {
+        self.failure
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Error::ShuttingDown {
                 pool: self.name.to_string(),
-            }),
-            Err(_) => Err(Error::Timeout {
-                pool: self.name.to_string(),
-                after: timeout,
-            }),
-        }
+            })
+    }
+
+    /// A fresh request id for calls delivered to actors.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn job(

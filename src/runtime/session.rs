@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::client::PoolClient;
 use crate::error::Error;
-use crate::pool::{Affinity, PoolMsg};
+use crate::pool::{Affinity, Placement, PoolMsg};
 use crate::protocol::{
     op, CallBody, ContextBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody, StreamNextBody,
     StreamPage, Target,
@@ -621,6 +621,39 @@ impl Session {
                 }
             }
         })
+    }
+
+    /// Where the session's state lives: its worker (slot, generation, pid), or the worker it lost.
+    /// `None` before the session's first call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShuttingDown`] when the pool is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(s: pyvisor::Session) -> Result<(), pyvisor::Error> {
+    /// if let Some(p) = s.placement().await? {
+    ///     println!("{} on {} (pid {:?})", s.id(), p.worker, p.pid);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn placement(&self) -> Result<Option<Placement>, Error> {
+        let gone = || Error::ShuttingDown {
+            pool: self.inner.pool.name.to_string(),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pool
+            .actor
+            .cast(PoolMsg::Placement(self.inner.id.clone(), tx))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
     }
 
     /// Forgets where the session's state lives, so that its next call starts it afresh on a

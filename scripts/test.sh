@@ -8,3 +8,4 @@ scripts/setup-python.sh
 cargo test --all-targets
 cargo test --doc
 .venv/bin/python -m pytest -q python/tests
+.venv/bin/python -m pytest -q examples/python/tests

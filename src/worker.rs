@@ -6,6 +6,7 @@
 //! protocol, so that its supervisor (the pool) acts. Its state owns the process group and kills it
 //! when dropped, which ractor does on every kind of stop, including kill and panic.
 
+mod channel;
 mod exit;
 mod job;
 mod output;
@@ -15,8 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -30,6 +29,7 @@ pub(crate) use exit::WorkerFailure;
 pub(crate) use job::{Job, Reply, ReplyTo};
 pub(crate) use process::LaunchSpec;
 
+use channel::RequestChannel;
 use output::{capture, StderrTail, Stream};
 use process::ProcessGroup;
 
@@ -88,7 +88,7 @@ pub(crate) struct WorkerState {
     pool: ActorRef<PoolMsg>,
     pid: u32,
     group: ProcessGroup,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
+    writer: RequestChannel,
     tail: StderrTail,
     ready: bool,
     next_id: u64,
@@ -124,7 +124,7 @@ impl WorkerState {
 
     fn send(&mut self, op: u8, body: &[u8]) -> u64 {
         self.next_id += 1;
-        let _ = self.writer.send(encode_request(op, self.next_id, body));
+        self.writer.send(encode_request(op, self.next_id, body));
         self.next_id
     }
 }
@@ -156,15 +156,7 @@ impl Actor for Worker {
         let tail = StderrTail::new(spec.stderr_tail);
         let mut tasks = JoinSet::new();
 
-        let (writer, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
-        let mut requests = spawned.requests;
-        tasks.spawn(async move {
-            while let Some(frame) = frames.recv().await {
-                if requests.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let writer = RequestChannel::new(spawned.requests, &mut tasks);
 
         let mut reader = FrameReader::new(spawned.replies, spec.launch.max_frame);
         let me = myself.clone();

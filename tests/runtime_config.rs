@@ -79,18 +79,21 @@ async fn a_missing_interpreter_is_a_clear_start_error() {
 
 #[tokio::test]
 async fn an_interpreter_without_the_worker_package_is_a_clear_start_error() {
-    // The venv's interpreter without site-packages: msgpack cannot be imported.
-    use std::os::unix::fs::PermissionsExt;
+    // The venv's interpreter without site-packages: msgpack cannot be imported. The wrapper script
+    // is written by another process: a file this process had open for writing could leak into a
+    // concurrently forked child and make its exec fail with ETXTBSY.
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let dir = std::env::temp_dir().join(format!("pyvisor-bare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bare = dir.join("python");
-    std::fs::write(
-        &bare,
-        format!("#!/bin/sh\nexec {} -S \"$@\"\n", venv.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!("#!/bin/sh\nexec {} -S \"$@\"\n", venv.display());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"")
+        .args(["sh", &script, &bare.to_string_lossy()])
+        .status()
+        .unwrap();
+    assert!(status.success());
     let err = Runtime::builder()
         .python(&bare)
         .pool(support::pool("p"))

@@ -40,11 +40,13 @@ impl Session {
     /// # Examples
     ///
     /// ```no_run
+    /// enum Msg {
+    ///     Root(pyvisor::Delivered<f64>),
+    /// }
+    ///
     /// # fn f(s: pyvisor::Session, me: ractor::ActorRef<Msg>) -> Result<(), pyvisor::Error> {
-    /// enum Msg { Root(pyvisor::Delivered<f64>) }
     /// let request = s.call_to(&me, "math", "sqrt", &(2.0,), &(), Msg::Root)?;
     /// # Ok(()) }
-    /// # enum Msg { Root(pyvisor::Delivered<f64>) }
     /// ```
     pub fn call_to<R, M>(
         &self,
@@ -95,15 +97,18 @@ impl Runtime {
     /// # Examples
     ///
     /// ```no_run
-    /// # fn f(rt: pyvisor::Runtime, me: ractor::ActorRef<Msg>) {
     /// use pyvisor::Event;
-    /// enum Msg { Lost(String) }
+    ///
+    /// enum Msg {
+    ///     Lost(String),
+    /// }
+    ///
+    /// # fn f(rt: pyvisor::Runtime, me: ractor::ActorRef<Msg>) {
     /// rt.forward_events(me, |e| match e {
     ///     Event::SessionWorkerUnavailable { session, .. } => Some(Msg::Lost(session)),
     ///     _ => None,
     /// });
     /// # }
-    /// # enum Msg { Lost(String) }
     /// ```
     pub fn forward_events<M: Message>(
         &self,

@@ -14,6 +14,7 @@ mod reference;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
+pub use de::MAX_DEPTH;
 pub use from::from_value;
 pub use ndarray::NdArray;
 pub use reference::{Ref, StreamRef};

@@ -370,11 +370,12 @@ fn on_frame(
             } else {
                 Err(error_reply(&frame, state.spec.launch.max_frame))
             };
-            let _ = call.reply.send(outcome);
-            if state.stopping {
-                return Ok(());
+            // The pool learns that the worker is idle before the caller gets its reply, so a caller
+            // that calls again at once finds its worker free (not WorkerBusy, not moved).
+            if !state.stopping {
+                idle(state);
             }
-            idle(state);
+            let _ = call.reply.send(outcome);
         }
         op::PONG if state.ping.is_some_and(|(id, _)| id == frame.id) => state.ping = None,
         other => {

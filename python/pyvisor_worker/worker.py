@@ -17,7 +17,7 @@ import threading
 import traceback
 from typing import Any, Dict
 
-from . import __version__, calls, refs, value
+from . import __version__, lifeline, calls, refs, value
 from .ops import Ops
 from .policy import Policy
 from .protocol import (
@@ -276,6 +276,7 @@ def main() -> int:
                 raise _StartupError(f"protocol fd {fd} is not usable: {exc}", EXIT_USAGE) from None
         _check_protocol()
         max_frame = _max_frame()
+        lifeline.install()
         _preload()
     except _StartupError as exc:
         if exc.status != EXIT_FAILURE:  # a failed preload has already told its story

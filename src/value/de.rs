@@ -1,11 +1,46 @@
 //! `Deserialize for Value`: MessagePack natives, plus ext types decoded by tag.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ext::{self, Ext};
 use super::{NdArray, Ref, StreamRef, Value};
+
+/// Deepest nesting of containers a decoded value may have. Decoding recurses once per level (and
+/// every tuple or set payload is decoded by a fresh decoder, whose own depth limit starts over),
+/// so an unbounded depth would overflow the stack — and a stack overflow aborts the host process.
+/// 128 levels fit the 2 MiB stack of a tokio worker thread in debug builds with a wide margin.
+pub const MAX_DEPTH: usize = 128;
+
+thread_local! {
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of nesting, counted for the whole decode on this thread (decoding is synchronous).
+struct Level;
+
+impl Level {
+    fn enter<E: de::Error>() -> Result<Level, E> {
+        DEPTH.with(|d| {
+            let depth = d.get() + 1;
+            if depth > MAX_DEPTH {
+                return Err(E::custom(format!(
+                    "value nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            d.set(depth);
+            Ok(Level)
+        })
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
@@ -21,6 +56,7 @@ fn text<E: de::Error>(data: Vec<u8>, what: &str) -> Result<String, E> {
 
 /// Decodes an ext value by tag.
 pub(crate) fn from_ext<E: de::Error>(e: Ext) -> Result<Value, E> {
+    let _level = Level::enter::<E>()?;
     Ok(match e.tag {
         ext::TUPLE => Value::Tuple(ext::decode_payload(&e.data)?),
         ext::SET => Value::Set(ext::decode_payload(&e.data)?),
@@ -90,6 +126,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         from_ext(Ext::deserialize(d)?)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let _level = Level::enter::<A::Error>()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(item) = seq.next_element()? {
             items.push(item);
@@ -97,6 +134,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::List(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let _level = Level::enter::<A::Error>()?;
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
         while let Some(entry) = map.next_entry()? {
             entries.push(entry);

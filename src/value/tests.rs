@@ -146,3 +146,20 @@ fn serializing_refs_reports_them() {
     let (_, none) = collect_refs(|| rmp_serde::to_vec_named(&(1, 2)).unwrap());
     assert!(none.is_empty());
 }
+
+#[test]
+fn a_value_nested_deeper_than_the_limit_is_a_decode_error_not_a_stack_overflow() {
+    let mut v = Value::Int(1);
+    for _ in 0..MAX_DEPTH {
+        v = Value::Tuple(vec![v]);
+    }
+    let ok: Value = rmp_serde::from_slice(&rmp_serde::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(ok, v);
+    let deeper = Value::List(vec![v]);
+    let err = rmp_serde::from_slice::<Value>(&rmp_serde::to_vec(&deeper).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("nested deeper"), "{err}");
+    // A hostile frame far deeper than anything legitimate fails the same way.
+    let mut frame = vec![0x91u8; 100_000];
+    frame.push(0xc0);
+    assert!(rmp_serde::from_slice::<Value>(&frame).is_err());
+}

@@ -118,9 +118,18 @@ pub(crate) fn spawn(spec: &LaunchSpec, worker: &WorkerId) -> io::Result<Spawned>
         .kill_on_drop(true);
     let host_pid = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (fcntl, prctl, getppid); it allocates nothing.
+    // calls (close_range, fcntl, prctl, getppid); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Nothing of the host but the channel: descriptors the host itself inherited or opened
+            // without CLOEXEC (a socket-activated listener, a jobserver pipe) close at exec. Best
+            // effort: kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             for fd in [child_in, child_out] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                     return Err(io::Error::last_os_error());

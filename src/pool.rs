@@ -609,6 +609,12 @@ impl PoolState {
             return;
         };
         s.busy = true;
+        let mut job = job;
+        job.reply.on_drop = Some(Box::new(Error::WorkerExited {
+            worker: WorkerId::new(self.name.as_ref(), slot, s.generation),
+            reason: LossReason::ActorFailed("worker stopped before the call".into()),
+            stderr_tail: Vec::new(),
+        }));
         if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Run(job))) =
             worker.cast(WorkerMsg::Run(job))
         {

@@ -17,7 +17,7 @@ import threading
 import traceback
 from typing import Any, Dict
 
-from . import __version__, lifeline, calls, refs, value
+from . import __version__, calls, refs, value
 from .ops import Ops
 from .policy import Policy
 from .protocol import (
@@ -114,6 +114,46 @@ def _max_frame() -> int:
     if limit <= 0:
         raise _StartupError(f"PYVISOR_MAX_FRAME={raw!r} is not a positive integer", EXIT_USAGE)
     return limit
+
+
+def _start_group_reaper(fd_in: int) -> None:
+    """Forks a process that SIGKILLs this worker's process group once the host is gone.
+
+    The host kills the group (forked grandchildren included) whenever it is alive to do so; a
+    SIGKILLed host cannot, and PR_SET_PDEATHSIG only takes the worker itself along. The reaper
+    waits for the request pipe to hang up (its only writer is the host) and kills the group.
+    Forked before any thread exists.
+    """
+    import select
+    import signal
+
+    group = os.getpgid(0)
+    if group != os.getpid():
+        return  # not started by a host in a group of its own (e.g. run in-process by a test)
+    try:
+        pid = os.fork()
+    except OSError:
+        return
+    if pid != 0:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, fd_in)
+        os.closerange(fd_in + 1, 1 << 16)
+        poller = select.poll()
+        poller.register(fd_in, 0)  # POLLHUP and POLLERR are always reported
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            if any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events):
+                break
+        os.killpg(group, signal.SIGKILL)
+    finally:
+        os._exit(0)
 
 
 def _preload() -> None:
@@ -276,7 +316,7 @@ def main() -> int:
                 raise _StartupError(f"protocol fd {fd} is not usable: {exc}", EXIT_USAGE) from None
         _check_protocol()
         max_frame = _max_frame()
-        lifeline.install()
+        _start_group_reaper(fd_in)
         _preload()
     except _StartupError as exc:
         if exc.status != EXIT_FAILURE:  # a failed preload has already told its story

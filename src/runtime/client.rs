@@ -12,7 +12,7 @@ use super::CallOptions;
 use crate::error::Error;
 use crate::pool::PoolMsg;
 use crate::value::{collect_refs, from_value, Ref, Value};
-use crate::worker::{Job, Reply};
+use crate::worker::{Job, Reply, ReplyTo};
 
 /// The caller's side of one pool: encodes requests, checks the refs they carry, sends them to the
 /// pool actor and waits for the worker's reply up to the deadline.
@@ -219,7 +219,7 @@ impl PoolClient {
         Job {
             op: request.op,
             body: request.body,
-            reply,
+            reply: ReplyTo::new(reply),
             deadline,
             session: session.cloned(),
             pin: request.pin,

@@ -16,8 +16,45 @@ impl Reply {
     }
 }
 
-/// Where a call's outcome goes: straight back to the caller, never through the pool.
-pub(crate) type ReplyTo = oneshot::Sender<Result<Reply, Error>>;
+/// Where a call's outcome goes: straight back to the caller, never through the pool. Dropped
+/// without an answer (e.g. in the mailbox of a worker actor that stopped), it sends `on_drop`.
+#[derive(Debug)]
+pub(crate) struct ReplyTo {
+    tx: Option<oneshot::Sender<Result<Reply, Error>>>,
+    pub(crate) on_drop: Option<Box<Error>>,
+}
+
+impl ReplyTo {
+    pub(crate) fn new(tx: oneshot::Sender<Result<Reply, Error>>) -> Self {
+        ReplyTo {
+            tx: Some(tx),
+            on_drop: None,
+        }
+    }
+
+    pub(crate) fn send(
+        mut self,
+        outcome: Result<Reply, Error>,
+    ) -> Result<(), Result<Reply, Error>> {
+        self.on_drop = None;
+        match self.tx.take() {
+            Some(tx) => tx.send(outcome),
+            None => Err(outcome),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(e)) = (self.tx.take(), self.on_drop.take()) {
+            let _ = tx.send(Err(*e));
+        }
+    }
+}
 
 /// One call on its way to a worker. The body is encoded by the caller, before the pool sees it.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--smoke] [--pin same|split|none] [--json out.json]
 //!                                         [--reps N] [--only small,throughput,...]
+//!                                         [--loop VARIANT N] [--worker-dir DIR]
 //! ```
 //!
 //! * **floor**: a minimal Rust↔Python ping-pong written here, with std threads and blocking pipes
@@ -23,6 +24,10 @@
 //! Every workload runs `--reps` times (default 3, interleaving floor and pyvisor), and each figure
 //! is the median over the repetitions. `--smoke` runs everything tiny (CI keeps it compiling and
 //! working); its numbers mean nothing.
+//!
+//! For profiling, `--loop VARIANT N` runs one small-call loop only (for `perf stat` or
+//! `valgrind --tool=callgrind`), and `--worker-dir DIR` puts DIR first on every worker's
+//! `PYTHONPATH` to measure a patched `pyvisor_worker`. Results and findings: `docs/benchmarks.md`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -2103,6 +2108,8 @@ fn main() {
     let mut rep = Report::default();
 
     if opts.runs("start") {
+        rep.extra
+            .insert("host_rss_kib_before_start".into(), vm_rss_kib());
         start(&env, &place, &rt, &sz.start_ns, "", sz.start_reps, &mut rep);
     }
     if opts.runs("dspy") && !sz.dspy_ns.is_empty() {
@@ -2117,21 +2124,33 @@ fn main() {
         );
     }
     if opts.runs("small") {
+        rep.extra
+            .insert("host_rss_kib_before_small".into(), vm_rss_kib());
         small(&env, &place, &rt, &sz, opts.reps, &mut rep);
     }
     if opts.runs("throughput") {
+        rep.extra
+            .insert("host_rss_kib_before_throughput".into(), vm_rss_kib());
         throughput(&env, &place, &rt, &sz, opts.reps, &mut rep);
     }
     if opts.runs("bytes") {
+        rep.extra
+            .insert("host_rss_kib_before_bytes".into(), vm_rss_kib());
         bytes_echo(&env, &place, &rt, &sz, opts.reps, &mut rep);
     }
     if opts.runs("ndarray") {
+        rep.extra
+            .insert("host_rss_kib_before_ndarray".into(), vm_rss_kib());
         ndarray(&env, &place, &rt, &sz, opts.reps, &mut rep);
     }
     if opts.runs("restart") {
+        rep.extra
+            .insert("host_rss_kib_before_restart".into(), vm_rss_kib());
         restart(&env, &place, &rt, &sz, &mut rep);
     }
     if opts.runs("routing") {
+        rep.extra
+            .insert("host_rss_kib_before_routing".into(), vm_rss_kib());
         routing(&env, &place, &rt, &sz, &mut rep);
     }
     if opts.runs("baselines") {

@@ -7,6 +7,7 @@
 //! when dropped, which ractor does on every kind of stop, including kill and panic.
 
 mod channel;
+mod deadline;
 mod exit;
 mod job;
 mod output;
@@ -30,6 +31,7 @@ pub(crate) use job::{Job, Reply, ReplyTo};
 pub(crate) use process::LaunchSpec;
 
 use channel::RequestChannel;
+use deadline::DeadlineTimer;
 use output::{capture, StderrTail, Stream};
 use process::ProcessGroup;
 
@@ -89,6 +91,7 @@ pub(crate) struct WorkerState {
     pid: u32,
     group: ProcessGroup,
     writer: RequestChannel,
+    deadline: DeadlineTimer,
     tail: StderrTail,
     ready: bool,
     next_id: u64,
@@ -157,6 +160,7 @@ impl Actor for Worker {
         let mut tasks = JoinSet::new();
 
         let writer = RequestChannel::new(spawned.requests, &mut tasks);
+        let deadline = DeadlineTimer::new(myself.clone(), &mut tasks);
 
         let mut reader = FrameReader::new(spawned.replies, spec.launch.max_frame);
         let me = myself.clone();
@@ -211,6 +215,7 @@ impl Actor for Worker {
             pid,
             group: spawned.group,
             writer,
+            deadline,
             tail,
             ready: false,
             next_id: 0,
@@ -228,7 +233,7 @@ impl Actor for Worker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Run(job) => run(&myself, state, job),
+            WorkerMsg::Run(job) => run(state, job),
             WorkerMsg::Frame(frame) => return on_frame(&myself, state, frame),
             WorkerMsg::ReadFailed(e) => {
                 return Err(state.fail(LossReason::ProtocolViolation(e.to_string())))
@@ -304,7 +309,7 @@ fn heartbeat_period(spec: &WorkerSpec) -> Duration {
         .max(Duration::from_millis(10))
 }
 
-fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
+fn run(state: &mut WorkerState, job: Job) {
     if job.abandoned() {
         // The caller gave up while the job was on its way: nothing to run.
         idle(state);
@@ -322,8 +327,7 @@ fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
         id,
         reply: job.reply,
     });
-    let wait = job.deadline.saturating_duration_since(Instant::now());
-    myself.send_after(wait, move || WorkerMsg::Overrun(id));
+    state.deadline.arm(id, job.deadline);
 }
 
 fn idle(state: &WorkerState) {
@@ -365,6 +369,7 @@ fn on_frame(
         }
         op::OK | op::ERROR if state.in_flight.as_ref().is_some_and(|c| c.id == frame.id) => {
             let call = state.in_flight.take().expect("checked above");
+            state.deadline.disarm();
             let outcome = if frame.op == op::OK {
                 Ok(Reply(frame))
             } else {

@@ -128,7 +128,13 @@ async fn a_worker_stuck_past_deadline_and_grace_is_killed_and_replaced() {
         .overrun_grace(Duration::from_millis(100))])
     .await;
     let s = rt.session("stuck", "s").unwrap();
-    let pid: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
+    // A first call with a far deadline: the worker's one deadline timer must still wake up for
+    // the nearer deadline of the next call.
+    let far = CallOptions::new().timeout(Duration::from_secs(600));
+    let pid: u32 = s
+        .call_with(far, "pyvisor_fixtures", "pid", &(), &())
+        .await
+        .unwrap();
     let mut events = rt.events();
     let gate = Gate::new("stuck");
     let opts = CallOptions::new().timeout(Duration::from_millis(100));

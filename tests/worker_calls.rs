@@ -3,8 +3,9 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use pyvisor::{Error, Value};
+use pyvisor::{CallOptions, Error, Value};
 use support::{pool, runtime};
 
 #[tokio::test]
@@ -160,5 +161,36 @@ async fn an_unknown_pool_is_a_typed_error() {
         rt.session("unknown", "s1"),
         Err(Error::PoolNotFound { pool }) if pool == "unknown"
     ));
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn answered_calls_leave_no_timer_task_behind() {
+    let rt = runtime(vec![pool("timers")]).await;
+    let s = rt.session("timers", "s1").unwrap();
+    let _: f64 = s.call("math", "sqrt", &(2.0,), &()).await.unwrap();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    for _ in 0..300 {
+        let _: f64 = s
+            .call_with(
+                CallOptions::new().timeout(Duration::from_secs(600)),
+                "math",
+                "sqrt",
+                &(2.0,),
+                &(),
+            )
+            .await
+            .unwrap();
+    }
+    let after = tasks();
+    assert!(
+        after < before + 10,
+        "{before} tasks alive before 300 calls, {after} after: a task per call outlives its reply"
+    );
     rt.shutdown().await;
 }

@@ -44,11 +44,14 @@ pub mod pool;
 pub mod protocol;
 pub mod runtime;
 pub mod supervisor;
+mod template;
 pub mod value;
 pub mod worker;
 
 pub use error::{Error, LossReason, PythonError, Result, WorkerId};
-pub use pool::{Affinity, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats};
+pub use pool::{
+    Affinity, LaunchMode, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats,
+};
 pub use runtime::{
     CallOptions, Delivered, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
 };

@@ -7,10 +7,12 @@
 //! emitted) before anything else can reach the slot.
 
 mod config;
+mod launch;
 mod queue;
 mod sessions;
 mod slots;
 mod stats;
+mod template;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,11 +27,13 @@ use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensit
 use crate::worker::{Job, Worker, WorkerArgs, WorkerFailure, WorkerMsg, WorkerSpec};
 
 pub use config::{Affinity, PoolConfig};
+pub use launch::LaunchMode;
 pub use stats::{Placement, PoolStats, PoolStatus, WorkerStats};
 
 use queue::{Queue, Queued};
 use sessions::{Binding, Sessions};
 use slots::{any_idle, place_session, Slot, SlotStatus};
+use template::TemplateSlot;
 
 /// Escalation step between SHUTDOWN, SIGTERM and SIGKILL once the drain grace is over.
 const KILL_STEP: Duration = Duration::from_secs(1);
@@ -45,7 +49,15 @@ pub(crate) enum PoolMsg {
         slot: usize,
         generation: u64,
         pid: u32,
+        forked: bool,
         info: ReadyInfo,
+    },
+    TemplateReady {
+        generation: u64,
+        pid: u32,
+    },
+    RestartTemplate {
+        generation: u64,
     },
     WorkerIdle {
         slot: usize,
@@ -97,6 +109,8 @@ pub(crate) struct PoolState {
     sessions: Sessions,
     queue: Queue,
     supervisor: Supervisor,
+    /// The template (`LaunchMode::Template`).
+    template: Option<TemplateSlot>,
     ready_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     restarts: u64,
@@ -137,11 +151,15 @@ impl Actor for Pool {
             escalate,
             failure,
         } = args;
+        let template = match (config.launch.template_preload(), &spec.template) {
+            (Some(preload), Some(link)) => Some(TemplateSlot::new(preload.to_vec(), link.clone())),
+            _ => None,
+        };
         let supervisor = Supervisor::new(
             config.restart,
             RestartIntensity::new(config.max_restarts, config.restart_window),
             ExponentialBackoff::new(config.backoff_initial, config.backoff_max, 2.0, 0.2),
-            config.size,
+            config.size + usize::from(template.is_some()),
         );
         Ok(PoolState {
             name: config.name.as_str().into(),
@@ -150,6 +168,7 @@ impl Actor for Pool {
             sessions: Sessions::default(),
             phase: Phase::Starting,
             supervisor,
+            template,
             spec,
             events,
             config,
@@ -171,6 +190,7 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped from outside (a host supervisor stopping its tree) rather than by `shutdown`:
         // drain the workers ourselves and wait until their processes are gone.
+        let template = state.stop_template();
         let workers: Vec<_> = state
             .slots
             .iter_mut()
@@ -180,14 +200,10 @@ impl Actor for Pool {
         for worker in &workers {
             let _ = worker.cast(WorkerMsg::Shutdown { grace });
         }
-        for worker in workers {
-            if worker
-                .get_cell()
-                .wait(Some(grace + 3 * KILL_STEP))
-                .await
-                .is_err()
-            {
-                worker.kill();
+        let cells = workers.iter().map(|w| w.get_cell());
+        for cell in cells.chain(template.map(|t| t.get_cell())) {
+            if cell.wait(Some(grace + 3 * KILL_STEP)).await.is_err() {
+                cell.kill();
             }
         }
         Ok(())
@@ -198,8 +214,10 @@ impl Actor for Pool {
         myself: ActorRef<PoolMsg>,
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
-        for slot in 0..state.slots.len() {
-            state.start_worker(&myself, slot).await;
+        if state.template.is_some() {
+            state.start_template(&myself).await;
+        } else {
+            state.start_all_workers(&myself).await;
         }
         state.escalation()
     }
@@ -216,8 +234,15 @@ impl Actor for Pool {
                 slot,
                 generation,
                 pid,
+                forked,
                 info,
-            } => state.on_ready(slot, generation, pid, info),
+            } => state.on_ready(slot, generation, pid, forked, info),
+            PoolMsg::TemplateReady { generation, pid } => {
+                state.on_template_ready(&myself, generation, pid).await
+            }
+            PoolMsg::RestartTemplate { generation } => {
+                state.restart_template(&myself, generation).await
+            }
             PoolMsg::WorkerIdle { slot, generation } => state.on_idle(&myself, slot, generation),
             PoolMsg::Restart { slot, generation } => {
                 if state.slots[slot].generation == generation
@@ -285,6 +310,15 @@ impl Actor for Pool {
             SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
             _ => return Ok(()),
         };
+        if state.is_template(cell.get_id()) {
+            let failure = failure.unwrap_or_else(|| WorkerFailure {
+                reason: LossReason::PoolStopped,
+                stderr_tail: Vec::new(),
+                fatal: false,
+            });
+            state.on_template_exit(&myself, failure).await;
+            return state.escalation();
+        }
         let Some(slot) = state
             .slots
             .iter()
@@ -369,13 +403,14 @@ impl PoolState {
         }
     }
 
-    fn on_ready(&mut self, slot: usize, generation: u64, pid: u32, info: ReadyInfo) {
+    fn on_ready(&mut self, slot: usize, generation: u64, pid: u32, forked: bool, info: ReadyInfo) {
         if self.slots[slot].generation != generation || !self.accepting_workers() {
             return;
         }
         let s = &mut self.slots[slot];
         s.status = SlotStatus::Ready;
         s.pid = Some(pid);
+        s.forked = forked;
         s.python = Some(info.python);
         self.supervisor.child_healthy(slot);
         let worker = self.worker_id(slot);
@@ -737,6 +772,7 @@ impl PoolState {
     /// Gives up: every worker is killed, every session lost, every waiting call answered.
     fn fail(&mut self, reason: String, stderr_tail: Vec<String>) {
         tracing::error!(pool = %self.name, %reason, "pool failed");
+        self.kill_template();
         self.phase = Phase::Failed {
             reason: reason.clone(),
             stderr_tail: stderr_tail.clone(),
@@ -804,6 +840,7 @@ impl PoolState {
 
     fn stop_workers(&mut self, myself: &ActorRef<PoolMsg>) {
         self.phase = Phase::Stopping;
+        let _ = self.stop_template();
         for s in &mut self.slots {
             match s.worker.as_ref() {
                 Some(worker) => {
@@ -819,7 +856,10 @@ impl PoolState {
         if matches!(self.phase, Phase::Draining) && !self.slots.iter().any(|s| s.busy) {
             return self.stop_workers(myself);
         }
-        if matches!(self.phase, Phase::Stopping) && self.slots.iter().all(|s| s.worker.is_none()) {
+        if matches!(self.phase, Phase::Stopping)
+            && self.slots.iter().all(|s| s.worker.is_none())
+            && self.template_stopped()
+        {
             self.events.emit(Event::PoolStopped {
                 pool: self.name.to_string(),
             });
@@ -868,6 +908,7 @@ impl PoolState {
                     busy: s.busy,
                     sessions: s.sessions,
                     python: s.python.clone(),
+                    forked: s.forked,
                 })
                 .collect(),
             queued: self.queue.len(),
@@ -875,6 +916,7 @@ impl PoolState {
             restarts: self.restarts,
             saturated: self.saturated,
             queue_timeouts: self.queue_timeouts,
+            template_pid: self.template.as_ref().and_then(|t| t.pid),
         }
     }
 }

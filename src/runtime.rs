@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::pool::{Pool, PoolArgs, PoolConfig, PoolMsg, PoolStats};
+use crate::template::TemplateLink;
 use crate::worker::{LaunchSpec, WorkerSpec};
 
 pub use config::RuntimeConfig;
@@ -173,7 +174,7 @@ impl RuntimeBuilder {
                         );
                         env
                     },
-                    preload: config.preload.clone(),
+                    preload: worker_preload(&config),
                     max_frame: config.max_frame,
                 },
                 startup_timeout: config.startup_timeout,
@@ -181,6 +182,10 @@ impl RuntimeBuilder {
                 heartbeat_timeout: config.heartbeat_timeout,
                 overrun_grace: config.overrun_grace,
                 stderr_tail: config.stderr_tail,
+                template: config
+                    .launch
+                    .template_preload()
+                    .map(|_| Arc::new(TemplateLink::default())),
             });
             let failure = Arc::new(OnceLock::new());
             let args = PoolArgs {
@@ -476,4 +481,17 @@ impl Runtime {
             let _ = join.await;
         }
     }
+}
+
+/// What each worker imports before its handshake. In template mode that is the template's list
+/// and then the pool's: a forked worker finds them imported already, and a worker spawned while
+/// the template is down imports the same modules, so both kinds look alike to calls.
+fn worker_preload(config: &PoolConfig) -> Vec<String> {
+    let mut preload = config.launch.template_preload().unwrap_or_default().to_vec();
+    for module in &config.preload {
+        if !preload.contains(module) {
+            preload.push(module.clone());
+        }
+    }
+    preload
 }

@@ -11,7 +11,7 @@ mod deadline;
 mod exit;
 mod job;
 mod output;
-mod process;
+pub(crate) mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, LossReason, PythonError, WorkerId};
 use crate::pool::PoolMsg;
+use crate::template::{self, TemplateLink};
 use crate::protocol::{encode_request, op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
 use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
 
@@ -32,13 +33,13 @@ pub(crate) use process::LaunchSpec;
 
 use channel::RequestChannel;
 use deadline::DeadlineTimer;
-use output::{capture, StderrTail, Stream};
+pub(crate) use output::{capture, OutputSource, StderrTail, Stream};
 use process::ProcessGroup;
 
 /// How long the reader may see a closed reply channel while the process keeps running.
 const CLOSED_CHANNEL_GRACE: Duration = Duration::from_millis(500);
 /// How long the exit watcher waits for stderr to drain after the process exited.
-const STDERR_DRAIN: Duration = Duration::from_millis(500);
+pub(crate) const STDERR_DRAIN: Duration = Duration::from_millis(500);
 
 /// Everything a worker needs to know, shared by all workers of a pool.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) overrun_grace: Duration,
     pub(crate) stderr_tail: usize,
+    /// The pool's template link (`LaunchMode::Template`), `None` in spawn mode.
+    pub(crate) template: Option<Arc<TemplateLink>>,
 }
 
 /// Arguments of one worker incarnation.
@@ -89,6 +92,7 @@ pub(crate) struct WorkerState {
     spec: Arc<WorkerSpec>,
     pool: ActorRef<PoolMsg>,
     pid: u32,
+    forked: bool,
     group: ProcessGroup,
     writer: RequestChannel,
     deadline: DeadlineTimer,
@@ -154,7 +158,10 @@ impl Actor for Worker {
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
         let WorkerArgs { id, spec, pool } = args;
-        let spawned = process::spawn(&spec.launch, &id)?;
+        let spawned = match template::fork(&spec, &id).await {
+            Some(forked) => forked,
+            None => process::spawn_worker(&spec.launch, &id)?,
+        };
         let pid = spawned.pid;
         let tail = StderrTail::new(spec.stderr_tail);
         let mut tasks = JoinSet::new();
@@ -181,7 +188,7 @@ impl Actor for Worker {
         tasks.spawn(capture(
             spawned.stdout,
             Stream::Stdout,
-            id.clone(),
+            OutputSource::Worker(id.clone()),
             pid,
             None,
         ));
@@ -189,30 +196,29 @@ impl Actor for Worker {
         let stderr = spawned.stderr;
         let (stderr_id, stderr_tail) = (id.clone(), tail.clone());
         tasks.spawn(async move {
-            capture(stderr, Stream::Stderr, stderr_id, pid, Some(stderr_tail)).await;
+            let source = OutputSource::Worker(stderr_id);
+            capture(stderr, Stream::Stderr, source, pid, Some(stderr_tail)).await;
             let _ = drained_tx.send(());
         });
 
-        let mut child = spawned.child;
+        let mut exit = spawned.exit;
         let group = spawned.group.clone();
         let me = myself.clone();
         tasks.spawn(async move {
-            let status = child
-                .wait()
-                .await
-                .map_or(ExitStatus::Unknown, ExitStatus::from_std);
+            let status = exit.wait().await;
             group.reaped();
             let _ = tokio::time::timeout(STDERR_DRAIN, drained_rx).await;
             let _ = me.cast(WorkerMsg::Exited(status));
         });
 
         myself.send_after(spec.startup_timeout, || WorkerMsg::StartupTimeout);
-        tracing::debug!(worker = %id, pid, "worker process started");
+        tracing::debug!(worker = %id, pid, forked = spawned.forked, "worker process started");
         Ok(WorkerState {
             id,
             spec,
             pool,
             pid,
+            forked: spawned.forked,
             group: spawned.group,
             writer,
             deadline,
@@ -364,6 +370,7 @@ fn on_frame(
                 slot: state.id.slot,
                 generation: state.id.generation,
                 pid: state.pid,
+                forked: state.forked,
                 info,
             });
         }

@@ -1,4 +1,5 @@
-//! Chaos under load: three pools (`strict_queue`, `strict_fail_fast`, `hint`), 16 clients making
+//! Chaos under load: three pools (`strict_queue`, `strict_fail_fast` with workers forked from a
+//! template, `hint`), 16 clients making
 //! calls in sessions (short ones, long ones, ones that raise) with per-call deadlines, while a
 //! killer SIGKILLs workers every 100–500 ms — one at a time, two at once, or one that is still
 //! starting. Checked on every call and at the end:
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyvisor::{Affinity, CallOptions, Error, Event, ExitStatus, LossReason, PoolStatus, Runtime};
-use pyvisor::{PoolConfig, Session};
+use pyvisor::{LaunchMode, PoolConfig, Session};
 use support::{alive, eventually, pool};
 use tokio::time::Instant;
 
@@ -58,6 +59,8 @@ struct PoolSpec {
     name: &'static str,
     affinity: Affinity,
     size: usize,
+    /// Workers forked from a template (`LaunchMode::Template`) rather than spawned.
+    template: bool,
 }
 
 const POOLS: [PoolSpec; 3] = [
@@ -65,16 +68,19 @@ const POOLS: [PoolSpec; 3] = [
         name: "chaos_queue",
         affinity: Affinity::StrictQueue,
         size: 3,
+        template: false,
     },
     PoolSpec {
         name: "chaos_failfast",
         affinity: Affinity::StrictFailFast,
         size: 2,
+        template: true,
     },
     PoolSpec {
         name: "chaos_hint",
         affinity: Affinity::Hint,
         size: 3,
+        template: false,
     },
 ];
 
@@ -83,7 +89,13 @@ fn spec(pool: &str) -> &'static PoolSpec {
 }
 
 fn pool_config(p: &PoolSpec) -> PoolConfig {
+    let launch = if p.template {
+        LaunchMode::template([FIXTURES])
+    } else {
+        LaunchMode::Spawn
+    };
     pool(p.name)
+        .launch(launch)
         .size(p.size)
         .affinity(p.affinity)
         // The killer is the only source of deaths: never let restart intensity fail a pool.

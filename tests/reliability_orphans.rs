@@ -9,6 +9,9 @@
 //! nobody recorded — by scanning `/proc/*/environ`; the fixtures also record the pids they create
 //! in that directory (`tests/python/pyvisor_chaos.py`).
 //!
+//! Every third round runs the same pools in template mode (`LaunchMode::Template`): workers forked
+//! by a template, which is itself a process of the run, and a template stuck importing.
+//!
 //! Knob: `PYVISOR_ORPHAN_ROUNDS` (default 20; the soak uses 100).
 
 mod support;
@@ -20,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pyvisor::{Affinity, ExitStatus, LossReason, PoolStatus};
+use pyvisor::{Affinity, ExitStatus, LaunchMode, LossReason, PoolConfig, PoolStatus};
 use support::events::{label, until};
 use support::{alive, eventually, pool, runtime, signal};
 
@@ -53,6 +56,8 @@ fn rounds() -> usize {
 /// * `busy`: pool `obusy` (2 strict workers): worker 0 forks a `multiprocessing` child and then
 ///   sleeps in a call, worker 1 sleeps in a call; pool `oslow` (1 worker) is stuck importing its
 ///   preload. Prints `PYVISOR_HOST READY` when the calls are sent.
+/// * `template`: the same as `busy` with both pools in template mode (the slow pool's template is
+///   the process stuck importing).
 /// * `early`: the same pools; prints `PYVISOR_HOST STARTED` as soon as the runtime is started
 ///   (its workers are being forked, exec'd or imported when the host dies).
 /// * `children`: pool `okids` (1 worker) forks two `multiprocessing` children and idles.
@@ -65,14 +70,20 @@ async fn orphan_host_role() {
     };
     let _ = std::env::var(DIR_ENV).expect("the round directory is set");
     match mode.as_str() {
-        "busy" | "early" => {
+        "busy" | "early" | "template" => {
+            let launch = |p: PoolConfig| match mode.as_str() {
+                "template" => p.launch(LaunchMode::template(["numpy"])),
+                _ => p,
+            };
             let rt = support::start(vec![
-                pool("obusy").size(2).affinity(Affinity::StrictQueue),
-                pool("oslow")
-                    .size(1)
-                    .preload("pyvisor_chaos")
-                    .env("PYVISOR_CHAOS_IMPORT_SLEEP", SLOW_IMPORT_SECS)
-                    .startup_timeout(Duration::from_secs(120)),
+                launch(pool("obusy").size(2).affinity(Affinity::StrictQueue)),
+                launch(
+                    pool("oslow")
+                        .size(1)
+                        .preload("pyvisor_chaos")
+                        .env("PYVISOR_CHAOS_IMPORT_SLEEP", SLOW_IMPORT_SECS)
+                        .startup_timeout(Duration::from_secs(120)),
+                ),
             ])
             .await;
             if mode == "early" {
@@ -369,7 +380,7 @@ fn round(mode: &str, seed: &mut u64) -> Outcome {
     let _cleanup = Cleanup(&dir);
     let mut host = Host::spawn(mode, &dir);
     match mode {
-        "busy" => {
+        "busy" | "template" => {
             host.wait_for("READY");
             // Both workers busy in a call, one of them with a forked child; one pool importing.
             wait_recorded(&dir, "worker-busy", 2);
@@ -411,9 +422,14 @@ fn a_sigkilled_host_leaves_no_process_of_the_run_round_after_round() {
     let mut survivors_by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     for i in 0..rounds {
-        // Even rounds: busy workers, a forked child, a worker still importing. Odd rounds: killed
-        // 0-300 ms after the runtime started (workers forking, exec'ing, importing).
-        let mode = if i % 2 == 0 { "busy" } else { "early" };
+        // busy: busy workers, a forked child, a worker still importing. early: killed 0-300 ms
+        // after the runtime started (workers forking, exec'ing, importing). template: busy, with
+        // workers forked from templates and a template still importing.
+        let mode = match i % 3 {
+            0 => "busy",
+            1 => "early",
+            _ => "template",
+        };
         let outcome = round(mode, &mut seed);
         *seen.entry(mode).or_default() += outcome.before;
         match outcome.took {

@@ -15,7 +15,7 @@ import queue
 import sys
 import threading
 import traceback
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__, calls, refs, value
 from .ops import Ops
@@ -156,19 +156,31 @@ def _start_group_reaper(fd_in: int) -> None:
         os._exit(0)
 
 
-def _preload() -> None:
-    for name in os.environ.get("PYVISOR_PRELOAD", "").split(","):
-        name = name.strip()
-        if not name:
-            continue
+def import_preload(
+    variable: str = "PYVISOR_PRELOAD", say: Optional[Callable[[str], None]] = None
+) -> List[str]:
+    """Import the comma-separated modules named by the environment variable ``variable``.
+
+    Returns the names imported. A failing import prints its traceback to stderr after a one-line
+    message (through ``say``, the worker's by default) and raises ``_StartupError`` with
+    ``EXIT_FAILURE``. The template (``template.py``) shares this with the worker.
+    """
+    report = _say if say is None else say
+    names = [n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()]
+    for name in names:
         try:
             importlib.import_module(name)
         except KeyboardInterrupt:
             raise
         except BaseException:
-            _say(f"PYVISOR_PRELOAD: importing {name!r} failed")
+            report(f"{variable}: importing {name!r} failed")
             traceback.print_exc()
             raise _StartupError(f"preload of {name!r} failed", EXIT_FAILURE) from None
+    return names
+
+
+def _preload() -> None:
+    import_preload()
 
 
 def _ready_body() -> Dict[str, Any]:

@@ -8,6 +8,8 @@ use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::duration;
 use crate::supervisor::RestartPolicy;
 
+use super::LaunchMode;
+
 /// How a pool routes the calls of a session (Snakepit's vocabulary).
 ///
 /// # Examples
@@ -106,8 +108,11 @@ pub struct PoolConfig {
     /// Longest restart delay (default 5 s).
     #[serde(deserialize_with = "duration::deserialize")]
     pub backoff_max: Duration,
-    /// Modules every worker imports before its handshake (e.g. `["dspy", "numpy"]`).
+    /// Modules every worker imports before its handshake (e.g. `["dspy", "numpy"]`); in template
+    /// mode the template imports them once for all workers.
     pub preload: Vec<String>,
+    /// How workers are started (default [`LaunchMode::Spawn`]).
+    pub launch: LaunchMode,
     /// Directories put in front of the workers' `PYTHONPATH`.
     pub python_path: Vec<PathBuf>,
     /// Extra environment variables of the workers (they override pyvisor's defaults).
@@ -152,6 +157,7 @@ impl Default for PoolConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             preload: Vec::new(),
+            launch: LaunchMode::Spawn,
             python_path: Vec::new(),
             env: BTreeMap::new(),
             python: None,
@@ -197,6 +203,8 @@ impl PoolConfig {
     setters! {
         /// Sets [`PoolConfig::size`].
         size: usize,
+        /// Sets [`PoolConfig::launch`].
+        launch: LaunchMode,
         /// Sets [`PoolConfig::affinity`].
         affinity: Affinity,
         /// Sets [`PoolConfig::max_queue`].

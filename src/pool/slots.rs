@@ -29,6 +29,7 @@ pub(crate) struct Slot {
     pub(crate) actor: Option<ActorId>,
     pub(crate) pid: Option<u32>,
     pub(crate) python: Option<String>,
+    pub(crate) forked: bool,
     pub(crate) busy: bool,
     pub(crate) sessions: usize,
     /// Why recent generations of this slot ended (newest last, a bounded history).
@@ -44,6 +45,7 @@ impl Slot {
             actor: None,
             pid: None,
             python: None,
+            forked: false,
             busy: false,
             sessions: 0,
             losses: Vec::new(),

@@ -18,6 +18,8 @@ pub struct PoolStats {
     pub saturated: u64,
     /// Calls dropped from the queue by the queue timeout.
     pub queue_timeouts: u64,
+    /// OS pid of the pool's template process while it is ready (`LaunchMode::Template`).
+    pub template_pid: Option<u32>,
 }
 
 /// One slot of a pool.
@@ -38,6 +40,8 @@ pub struct WorkerStats {
     pub sessions: usize,
     /// Python version the worker reported in its handshake.
     pub python: Option<String>,
+    /// The worker was forked from the pool's template (not spawned).
+    pub forked: bool,
 }
 
 /// Lifecycle state of a pool.

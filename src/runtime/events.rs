@@ -74,6 +74,26 @@ pub enum Event {
         /// Pool name.
         pool: String,
     },
+    /// The pool's template process (`LaunchMode::Template`) imported its preload list and forks
+    /// workers from now on.
+    TemplateReady {
+        /// Pool name.
+        pool: String,
+        /// The template's OS pid.
+        pid: u32,
+    },
+    /// The pool's template process ended; workers are spawned until a new one is ready. Running
+    /// workers are not affected (they are the host's children, not the template's).
+    TemplateExited {
+        /// Pool name.
+        pool: String,
+        /// Its OS pid, if it had finished its handshake.
+        pid: Option<u32>,
+        /// How it ended.
+        reason: LossReason,
+        /// The last lines it wrote to stderr.
+        stderr_tail: Vec<String>,
+    },
 }
 
 /// Subscribers of a runtime's events. Each subscriber has its own unbounded channel, so no event

@@ -51,13 +51,21 @@ pub(crate) enum Stream {
     Stderr,
 }
 
+/// Whose output a capture reads.
+#[derive(Debug, Clone)]
+pub(crate) enum OutputSource {
+    Worker(WorkerId),
+    /// A pool's template process (`LaunchMode::Template`), by its generation.
+    Template { pool: String, generation: u64 },
+}
+
 /// Reads `stream` line by line until end of file, re-emitting each line as a `tracing` event with
-/// target `pyvisor::python` and the worker's pool, slot, generation and pid; stderr lines also go
-/// into `tail`.
+/// target `pyvisor::python` and the worker's pool, slot, generation and pid (a template's lines
+/// carry `template = true` and no slot); stderr lines also go into `tail`.
 pub(crate) async fn capture<R: AsyncRead + Unpin>(
     mut input: R,
     stream: Stream,
-    worker: WorkerId,
+    source: OutputSource,
     pid: u32,
     tail: Option<StderrTail>,
 ) {
@@ -68,15 +76,26 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         };
-        tracing::info!(
-            target: "pyvisor::python",
-            stream = name,
-            pool = %worker.pool,
-            slot = worker.slot,
-            generation = worker.generation,
-            pid,
-            "{line}"
-        );
+        match &source {
+            OutputSource::Worker(worker) => tracing::info!(
+                target: "pyvisor::python",
+                stream = name,
+                pool = %worker.pool,
+                slot = worker.slot,
+                generation = worker.generation,
+                pid,
+                "{line}"
+            ),
+            OutputSource::Template { pool, generation } => tracing::info!(
+                target: "pyvisor::python",
+                stream = name,
+                pool = %pool,
+                template = true,
+                generation,
+                pid,
+                "{line}"
+            ),
+        }
         if let Some(tail) = &tail {
             tail.push(line.to_string());
         }

@@ -14,7 +14,9 @@ pub fn pool_of(e: &Event) -> &str {
         | Event::PoolReady { pool }
         | Event::PoolSaturated { pool, .. }
         | Event::PoolFailed { pool, .. }
-        | Event::PoolStopped { pool } => pool,
+        | Event::PoolStopped { pool }
+        | Event::TemplateReady { pool, .. }
+        | Event::TemplateExited { pool, .. } => pool,
         _ => "",
     }
 }
@@ -52,6 +54,8 @@ pub fn label(e: &Event) -> String {
         Event::PoolSaturated { pool, .. } => format!("PoolSaturated({pool})"),
         Event::PoolFailed { pool, .. } => format!("PoolFailed({pool})"),
         Event::PoolStopped { pool } => format!("PoolStopped({pool})"),
+        Event::TemplateReady { pool, .. } => format!("TemplateReady({pool})"),
+        Event::TemplateExited { pool, .. } => format!("TemplateExited({pool})"),
         other => format!("{other:?}"),
     }
 }

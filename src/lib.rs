@@ -40,6 +40,9 @@
 
 pub mod dspy;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pool;
 pub mod protocol;
 pub mod runtime;
@@ -49,9 +52,7 @@ pub mod value;
 pub mod worker;
 
 pub use error::{Error, LossReason, PythonError, Result, WorkerId};
-pub use pool::{
-    Affinity, LaunchMode, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats,
-};
+pub use pool::{Affinity, LaunchMode, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats};
 pub use runtime::{
     CallOptions, Delivered, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
 };

@@ -487,7 +487,11 @@ impl Runtime {
 /// and then the pool's: a forked worker finds them imported already, and a worker spawned while
 /// the template is down imports the same modules, so both kinds look alike to calls.
 fn worker_preload(config: &PoolConfig) -> Vec<String> {
-    let mut preload = config.launch.template_preload().unwrap_or_default().to_vec();
+    let mut preload = config
+        .launch
+        .template_preload()
+        .unwrap_or_default()
+        .to_vec();
     for module in &config.preload {
         if !preload.contains(module) {
             preload.push(module.clone());

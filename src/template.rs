@@ -99,7 +99,10 @@ pub(crate) struct TemplateArgs {
 pub(crate) enum TemplateMsg {
     /// Fork a worker (answered with its process, or why not).
     Fork(WorkerId, RpcReplyPort<Result<Launched, String>>),
-    Ready { pid: u32, python: String },
+    Ready {
+        pid: u32,
+        python: String,
+    },
     Broken(String),
     Exited(ExitStatus),
     StartupTimeout,
@@ -164,7 +167,9 @@ impl TemplateState {
         drop((requests.read, replies.write, stdout.write, stderr.write));
         let reply = tokio::time::timeout(self.spec.startup_timeout, recv(socket))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer to a fork request"))??;
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "no answer to a fork request")
+            })??;
         let pid = match reply {
             TemplateReply::Forked { id: got, pid } if got == id => pid,
             TemplateReply::ForkFailed {
@@ -226,7 +231,12 @@ impl Actor for Template {
         let (host_end, child_end) = std::os::unix::net::UnixDatagram::pair()?;
         let (stdout, stderr) = (pipe_pair()?, pipe_pair()?);
         let child_fd = child_end.as_raw_fd();
-        let mut cmd = python_command(&spec.launch, "pyvisor_worker.template", &pool, vec![child_fd]);
+        let mut cmd = python_command(
+            &spec.launch,
+            "pyvisor_worker.template",
+            &pool,
+            vec![child_fd],
+        );
         cmd.env("PYVISOR_TEMPLATE_FD", child_fd.to_string())
             .env("PYVISOR_TEMPLATE_PRELOAD", preload.join(","))
             .env("PYVISOR_HOST_PID", std::process::id().to_string())

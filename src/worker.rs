@@ -22,9 +22,9 @@ use tokio::time::Instant;
 
 use crate::error::{Error, LossReason, PythonError, WorkerId};
 use crate::pool::PoolMsg;
-use crate::template::{self, TemplateLink};
 use crate::protocol::{encode_request, op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
 use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
+use crate::template::{self, TemplateLink};
 
 pub use exit::ExitStatus;
 pub(crate) use exit::WorkerFailure;

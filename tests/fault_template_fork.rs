@@ -58,7 +58,11 @@ async fn forked_workers_are_children_of_the_host_in_their_own_groups() {
         let pid = w.pid.expect("started");
         assert!(w.forked, "slot {} was spawned, not forked", w.slot);
         assert_ne!(pid, template);
-        assert_eq!(parent_of(pid), std::process::id(), "CLONE_PARENT: the host is the parent");
+        assert_eq!(
+            parent_of(pid),
+            std::process::id(),
+            "CLONE_PARENT: the host is the parent"
+        );
         assert_eq!(group_of(pid), pid, "a process group of its own");
     }
     let s = rt.session("tfork", "s").unwrap();
@@ -84,7 +88,10 @@ async fn a_forked_worker_killed_mid_call_is_replaced_by_a_fork_and_its_session_i
     let call = {
         let s = s.clone();
         let path = gate.path.clone();
-        tokio::spawn(async move { s.call::<u32>("pyvisor_fixtures", "gate", &(path,), &()).await })
+        tokio::spawn(async move {
+            s.call::<u32>("pyvisor_fixtures", "gate", &(path,), &())
+                .await
+        })
     };
     gate.wait_started().await;
     signal(pid, libc::SIGKILL);
@@ -99,16 +106,23 @@ async fn a_forked_worker_killed_mid_call_is_replaced_by_a_fork_and_its_session_i
             "WorkerRestarted(tkill/0#1)",
         ]
     );
-    assert!(matches!(call.await.unwrap(), Err(Error::WorkerExited { .. })));
     assert!(matches!(
-        s.call::<i64>("pyvisor_fixtures", "state_get", &("k",), &()).await,
+        call.await.unwrap(),
+        Err(Error::WorkerExited { .. })
+    ));
+    assert!(matches!(
+        s.call::<i64>("pyvisor_fixtures", "state_get", &("k",), &())
+            .await,
         Err(Error::SessionWorkerUnavailable { .. })
     ));
     assert!(!alive(pid));
 
     let stats = stats_of(&rt, "tkill").await;
     let new_pid = stats.workers[0].pid.unwrap();
-    assert!(stats.workers[0].forked, "the replacement was spawned, not forked");
+    assert!(
+        stats.workers[0].forked,
+        "the replacement was spawned, not forked"
+    );
     assert_eq!(parent_of(new_pid), std::process::id());
     s.reset().unwrap();
     let fresh = s
@@ -165,7 +179,10 @@ async fn forked_siblings_share_no_rng_state_and_no_channel() {
     );
     let pa: u32 = a.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
     let pb: u32 = b.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
-    assert_ne!(pa, pb, "least-loaded placement puts two sessions on two workers");
+    assert_ne!(
+        pa, pb,
+        "least-loaded placement puts two sessions on two workers"
+    );
 
     let ra: f64 = a.call("random", "random", &(), &()).await.unwrap();
     let rb: f64 = b.call("random", "random", &(), &()).await.unwrap();

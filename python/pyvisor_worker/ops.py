@@ -232,8 +232,7 @@ class Ops:
 
     @staticmethod
     def _encode_batch(encoder: value.Encoder, batch: _Batch) -> bytes:
-        header = msgpack.Packer(autoreset=True).pack_array_header(len(batch.items))
-        parts = [b"\x82\xa5items", header]
+        parts = [b"\x82\xa5items", value.array_header(len(batch.items))]
         for item in batch.items:
             parts.append(encoder.encode(item))  # each item falls back to one ref on its own
         parts.append(b"\xa4done")

@@ -2,8 +2,9 @@
 
 A frame is a big-endian ``u32`` payload length followed by the payload, one MessagePack value
 ``[op, id, body]``. Reading and writing go straight to the pipe fds with ``os.read`` and
-``os.write``; writes are serialised by a lock so that the I/O thread (``PONG``) and the interpreter
-thread (``OK``/``ERROR``) never interleave their frames.
+``os.writev`` (header and body in one call, never joined into a copy); writes are serialised by
+a lock so that the I/O thread (``PONG``) and the interpreter thread (``OK``/``ERROR``) never
+interleave their frames.
 """
 
 from __future__ import annotations
@@ -218,17 +219,32 @@ def read_frame(fd: int, max_frame: int) -> Optional[bytes]:
     return payload
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written == len(data):
-        return
+def _write_all(fd: int, data: Any) -> None:
+    """Write all of the bytes-like ``data`` (not copied: slices are memoryviews)."""
     view = memoryview(data)
     total = len(view)
+    written = 0
     while written < total:
         n = os.write(fd, view[written:])
         if n <= 0:  # pragma: no cover - a blocking pipe never writes nothing
             raise BrokenPipeError("write made no progress")
         written += n
+
+
+def write_frame(fd: int, head: bytes, body: bytes) -> None:
+    """Write ``head`` then ``body`` with one ``writev``: the frame is never joined into a copy.
+
+    A blocking pipe takes the whole frame unless a signal interrupts a large write; the rest
+    then follows with plain writes.
+    """
+    written = os.writev(fd, (head, body))
+    head_size = len(head)
+    if written == head_size + len(body):
+        return
+    if written < head_size:
+        _write_all(fd, memoryview(head)[written:])
+        written = head_size
+    _write_all(fd, memoryview(body)[written - head_size:])
 
 
 class FrameWriter:
@@ -255,6 +271,6 @@ class FrameWriter:
         size = len(header) + len(body)
         if size > self._max_frame:
             raise FrameTooLarge(size, self._max_frame)
-        frame = b"".join((_LEN.pack(size), header, body))
+        head = _LEN.pack(size) + header
         with self._lock:
-            _write_all(self._fd, frame)
+            write_frame(self._fd, head, body)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import re
+import struct
 import sys
+import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgpack
@@ -36,8 +38,8 @@ from msgpack import ExtType
 
 __all__ = [
     "TUPLE", "SET", "FROZENSET", "BIGINT", "COMPLEX", "DATETIME", "DATE", "TIME", "NDARRAY",
-    "REF", "STREAM_REF", "DecodeError", "EncodeError", "Encoder", "RefHandle", "decode", "encode",
-    "is_stream",
+    "REF", "STREAM_REF", "DecodeError", "EncodeError", "Encoder", "RefHandle", "array_header",
+    "decode", "encode", "ext_header", "is_stream", "map_header",
 ]
 
 TUPLE = 1
@@ -259,7 +261,106 @@ def decode(data: Any, resolve_ref: Optional[ResolveRef] = None) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------
-# encoding
+# encoding: reused packers
+
+
+class _Packers(threading.local):
+    """This thread's idle ``msgpack.Packer``s, and the encoder their ``default`` hook serves.
+
+    A ``Packer`` mallocs a 256 KiB buffer when it is made, and ``msgpack.packb`` makes one per
+    call: a worker that did so for every reply paid fresh pages on every call
+    (``docs/benchmarks.md``, finding 1). Packers are therefore kept and reused: per thread, so
+    that the interpreter thread and the I/O thread never share one, and one per pack in
+    progress, because a ``default`` hook that packs again (a tuple inside a tuple) must not
+    write into the buffer of the pack that called it.
+    """
+
+    def __init__(self) -> None:
+        self.idle: List[msgpack.Packer] = []
+        self.encoder: Optional["Encoder"] = None
+
+
+_PACKERS = _Packers()
+_KEEP_IDLE = 4
+"""Idle packers kept per thread; deeper nesting makes packers that are then dropped."""
+_KEEP_BYTES = 16 << 20
+"""A packer whose output was larger is dropped rather than kept: its buffer grew with it."""
+
+
+def _hook(obj: Any) -> Any:
+    """The ``default`` of every shared packer: the stand-in of the encoder that packs."""
+    encoder = _PACKERS.encoder
+    if encoder is None:
+        raise TypeError(f"can not serialize {type(obj).__name__!r} object")
+    return encoder._default(obj)
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, strict_types=True, autoreset=True, default=_hook)
+
+
+def _pack(obj: Any, encoder: Optional["Encoder"] = None) -> bytes:
+    """The MessagePack bytes of ``obj`` from one of this thread's packers (``strict_types``).
+
+    Types that are not exactly MessagePack-native go to ``encoder._default``; without an
+    encoder they raise ``TypeError``. A packer whose pack raised is dropped, never reused: its
+    buffer may hold a partial value (msgpack resets it, but that is not its contract) and may
+    have grown without bound before the failure.
+    """
+    state = _PACKERS
+    idle = state.idle
+    packer = idle.pop() if idle else _new_packer()
+    outer = state.encoder
+    state.encoder = encoder
+    try:
+        data: bytes = packer.pack(obj)
+    finally:
+        state.encoder = outer
+    if len(data) <= _KEEP_BYTES and len(idle) < _KEEP_IDLE:
+        idle.append(packer)
+    return data
+
+
+_U16 = struct.Struct(">BH")
+_U32 = struct.Struct(">BI")
+_EXT_U8 = struct.Struct(">BBb")
+_EXT_U16 = struct.Struct(">BHb")
+_EXT_U32 = struct.Struct(">BIb")
+_FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
+def _container_header(size: int, fix: int, marker16: int) -> bytes:
+    if size < 16:
+        return bytes((fix | size,))
+    if size <= 0xFFFF:
+        return _U16.pack(marker16, size)
+    return _U32.pack(marker16 + 1, size)
+
+
+def array_header(size: int) -> bytes:
+    """The MessagePack header of an array of ``size`` items."""
+    return _container_header(size, 0x90, 0xDC)
+
+
+def map_header(size: int) -> bytes:
+    """The MessagePack header of a map of ``size`` pairs."""
+    return _container_header(size, 0x80, 0xDE)
+
+
+def ext_header(code: int, size: int) -> bytes:
+    """The MessagePack header of an ext value of type ``code`` with ``size`` bytes of data."""
+    fix = _FIXEXT.get(size)
+    if fix is not None:
+        return bytes((fix, code))
+    if size <= 0xFF:
+        return _EXT_U8.pack(0xC7, size, code)
+    if size <= 0xFFFF:
+        return _EXT_U16.pack(0xC8, size, code)
+    return _EXT_U32.pack(0xC9, size, code)
+
+
+# --------------------------------------------------------------------------------------------------
+# encoding: values
 
 
 class EncodeError(Exception):
@@ -302,10 +403,7 @@ def _ndarray_ext(np: Any, arr: Any) -> ExtType:
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)  # may add a dimension to a 0-d array: shape is kept above
     data = memoryview(arr.reshape(-1).view(np.uint8))  # the raw bytes, whatever the byte order
-    body = b"".join((
-        b"\x93", msgpack.packb(arr.dtype.str), msgpack.packb(shape), _bin_header(data.nbytes),
-        data,
-    ))
+    body = b"".join((b"\x93", _pack(arr.dtype.str), _pack(shape), _bin_header(data.nbytes), data))
     return ExtType(NDARRAY, body)
 
 
@@ -328,7 +426,6 @@ class Encoder:
         self._active: Dict[int, Any] = {}
         self.created: List[int] = []
         """Ids of the refs registered by this encoder, in creation order."""
-        self._packer = msgpack.Packer(use_bin_type=True, strict_types=True, autoreset=True)
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -339,7 +436,7 @@ class Encoder:
             # Fast path: one C-level pack; the hook only sees what is not plain MessagePack. It
             # cannot place back-edge refs, so any failure (a cycle hits the nesting limit) retries
             # on the slow path, which can.
-            return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=self._default)
+            return _pack(obj, self)
         except EncodeError:
             if self._refs is None:
                 raise
@@ -360,7 +457,7 @@ class Encoder:
                 name, module = _type_names(obj)
                 raise EncodeError(name, module,
                                   f"cannot encode a value of type {name!r}: {exc}") from None
-        return msgpack.packb(self._ref(obj), use_bin_type=True)
+        return _pack(self._ref(obj))
 
     def rollback(self) -> None:
         """Drop every ref this encoder created (e.g. the reply turned out too large to send)."""
@@ -380,7 +477,7 @@ class Encoder:
         payload = self._refs.register(obj, self._session, stream)
         ref_id = payload["id"]
         self.created.append(ref_id)
-        ext = ExtType(STREAM_REF if stream else REF, msgpack.packb(payload, use_bin_type=True))
+        ext = ExtType(STREAM_REF if stream else REF, _pack(payload, self))
         self._memo[key] = (obj, ext, ref_id)  # holding obj keeps its id from being reused
         return ext
 
@@ -396,9 +493,6 @@ class Encoder:
 
     # -- leaves and the fast path ------------------------------------------------------------------
 
-    def _pack(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=self._default)
-
     def _default(self, obj: Any) -> Any:
         """A packable stand-in for ``obj``, which is not an exact MessagePack-native type."""
         if isinstance(obj, dict):
@@ -406,11 +500,11 @@ class Encoder:
         if isinstance(obj, list):
             return list(obj)
         if isinstance(obj, tuple):
-            return ExtType(TUPLE, self._pack(list(obj)))
+            return ExtType(TUPLE, _pack(list(obj), self))
         if isinstance(obj, frozenset):
-            return ExtType(FROZENSET, self._pack(list(obj)))
+            return ExtType(FROZENSET, _pack(list(obj), self))
         if isinstance(obj, set):
-            return ExtType(SET, self._pack(list(obj)))
+            return ExtType(SET, _pack(list(obj), self))
         return self._leaf(obj)
 
     def _leaf(self, obj: Any) -> Any:
@@ -427,7 +521,7 @@ class Encoder:
         if isinstance(obj, (bytes, bytearray, memoryview)):
             return memoryview(obj).tobytes()
         if isinstance(obj, complex):
-            return ExtType(COMPLEX, msgpack.packb([float(obj.real), float(obj.imag)]))
+            return ExtType(COMPLEX, _pack([float(obj.real), float(obj.imag)]))
         if isinstance(obj, _dt.datetime):
             return ExtType(DATETIME, obj.isoformat().encode("utf-8"))
         if isinstance(obj, _dt.date):
@@ -456,7 +550,7 @@ class Encoder:
             key = id(obj)
             active = self._active
             if key in active:  # a back-edge: the container is being encoded further up
-                out.append(msgpack.packb(self._ref(obj), use_bin_type=True))
+                out.append(_pack(self._ref(obj)))
                 return
             active[key] = obj
             try:
@@ -466,23 +560,22 @@ class Encoder:
             return
         t = type(obj)
         if obj is None or t is bool or t is float or t is str or t is bytes:
-            out.append(self._packer.pack(obj))
+            out.append(_pack(obj))
         else:
-            out.append(msgpack.packb(self._leaf(obj), use_bin_type=True, strict_types=True,
-                                     default=self._default))
+            out.append(_pack(self._leaf(obj), self))
 
     def _container(self, obj: Any, out: List[bytes]) -> None:
         walk = self._walk
         if isinstance(obj, dict):
             items = obj.items() if type(obj) is dict else dict(obj).items()
-            out.append(self._packer.pack_map_header(len(items)))
+            out.append(map_header(len(items)))
             for k, v in items:
                 walk(k, out)
                 walk(v, out)
             return
         if isinstance(obj, list):
             seq = obj if type(obj) is list else list(obj)
-            out.append(self._packer.pack_array_header(len(seq)))
+            out.append(array_header(len(seq)))
             for item in seq:
                 walk(item, out)
             return
@@ -493,10 +586,11 @@ class Encoder:
         else:
             code = SET
         seq = list(obj)
-        inner = [self._packer.pack_array_header(len(seq))]
+        inner = [array_header(len(seq))]
         for item in seq:
             walk(item, inner)
-        out.append(self._packer.pack_ext_type(code, b"".join(inner)))
+        out.append(ext_header(code, sum(map(len, inner))))
+        out.extend(inner)
 
 
 def encode(obj: Any, refs: Optional[Any] = None, session: Optional[str] = None) -> bytes:

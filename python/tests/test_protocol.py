@@ -210,21 +210,47 @@ def test_frame_writer_writes_whole_frames_and_refuses_oversize_ones(pipe):
     assert read_all_frames(pipe["r"]) == [(protocol.OK, 3, "hi"), (protocol.PONG, 5, None)]
 
 
-def test_frame_writer_finishes_partial_writes(monkeypatch, pipe):
+@pytest.mark.parametrize("first", [0, 2, 6, 7, 11])
+def test_frame_writer_finishes_partial_writes(monkeypatch, pipe, first):
+    """A ``writev`` interrupted after ``first`` bytes (in the length, the envelope header or the
+    body; the header is 7 bytes here), then short ``write``s: the frame still arrives whole."""
     real_write = os.write
     sizes = []
+
+    def short_writev(fd, buffers):
+        data = b"".join(bytes(b) for b in buffers)[:first]
+        sizes.append(real_write(fd, data) if data else 0)
+        return sizes[-1]
 
     def short_write(fd, data):
         n = real_write(fd, bytes(data[:7]))
         sizes.append(n)
         return n
 
+    monkeypatch.setattr(os, "writev", short_writev)
     monkeypatch.setattr(os, "write", short_write)
     FrameWriter(pipe["w"]).send(protocol.OK, 1, msgpack.packb(list(range(20))))
     monkeypatch.undo()
     close_write(pipe)
     assert read_all_frames(pipe["r"]) == [(protocol.OK, 1, list(range(20)))]
-    assert len(sizes) > 1
+    assert sizes[0] == first and len(sizes) > 2
+
+
+def test_frame_writer_sends_header_and_body_in_one_writev(monkeypatch, pipe):
+    """The frame is not joined into one new bytes object: the body goes to ``writev`` as is."""
+    real_writev = os.writev
+    calls = []
+
+    def spy(fd, buffers):
+        calls.append(list(buffers))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", spy)
+    body = msgpack.packb(b"x" * 30_000)  # fits in the pipe: nobody reads yet
+    FrameWriter(pipe["w"]).send(protocol.OK, 9, body)
+    monkeypatch.undo()
+    assert len(calls) == 1 and calls[0][1] is body
+    assert calls[0][0] == struct.pack(">I", 3 + len(body)) + b"\x93\x02\x09"
 
 
 def test_frame_writer_never_interleaves_frames_from_threads(pipe):

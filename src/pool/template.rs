@@ -174,7 +174,10 @@ impl PoolState {
     }
 
     pub(super) async fn restart_template(&mut self, myself: &ActorRef<PoolMsg>, generation: u64) {
-        let current = self.template.as_ref().map(|t| (t.generation, t.actor.is_none()));
+        let current = self
+            .template
+            .as_ref()
+            .map(|t| (t.generation, t.actor.is_none()));
         if current == Some((generation, true)) && self.accepting_workers() {
             self.start_template(myself).await;
         }

@@ -61,11 +61,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// in its own task and is never raced against anything.
     pub(crate) async fn next(&mut self) -> Result<Option<Incoming>, ProtocolError> {
         let mut len = [0u8; 4];
-        match self.inner.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
+        // End of stream before the first byte of a length prefix is the clean end; inside one, it
+        // is a torn frame (`Io` with `UnexpectedEof`), like an end of stream inside a payload.
+        let first = self.inner.read(&mut len).await?;
+        if first == 0 {
+            return Ok(None);
         }
+        self.inner.read_exact(&mut len[first..]).await?;
         let size = u32::from_be_bytes(len) as usize;
         if size > self.limit {
             return Err(ProtocolError::FrameTooLarge {
@@ -119,6 +121,28 @@ mod tests {
             err,
             ProtocolError::FrameTooLarge { limit: 16, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_inside_a_length_prefix_is_a_torn_frame_not_a_clean_end() {
+        // Found by the `frame_decoder` fuzz target's property (docs/reliability.md, "Fuzzing";
+        // its input was `[251, 10]`: the default limit, then the one-byte stream `[10]`): the
+        // reader reported 1 to 3 bytes of a length prefix followed by the end of stream as a
+        // clean end between frames.
+        for stream in [&[10u8][..], &[0, 0], &[0, 0, 1]] {
+            let mut reader = FrameReader::new(stream, crate::protocol::DEFAULT_MAX_FRAME);
+            match reader.next().await {
+                Err(ProtocolError::Io(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{stream:?}")
+                }
+                other => panic!("{stream:?}: {other:?}"),
+            }
+        }
+        let frame = encode_request(5, 9, NIL_BODY);
+        let torn = [frame.as_slice(), &[0, 0]].concat();
+        let mut reader = FrameReader::new(torn.as_slice(), 1024);
+        assert_eq!(reader.next().await.unwrap().unwrap().id, 9);
+        assert!(matches!(reader.next().await, Err(ProtocolError::Io(_))));
     }
 
     #[tokio::test]

@@ -56,7 +56,10 @@ pub(crate) enum Stream {
 pub(crate) enum OutputSource {
     Worker(WorkerId),
     /// A pool's template process (`LaunchMode::Template`), by its generation.
-    Template { pool: String, generation: u64 },
+    Template {
+        pool: String,
+        generation: u64,
+    },
 }
 
 /// Reads `stream` line by line until end of file, re-emitting each line as a `tracing` event with

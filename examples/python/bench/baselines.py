@@ -1,4 +1,4 @@
-"""Python baselines of the benchmark harness (``examples/bench.rs`` runs this script).
+"""Python baselines of the benchmark harness (``examples/bench/baselines.rs`` runs this script).
 
 Measured here, in the same run as pyvisor and the floor:
 

@@ -1,4 +1,4 @@
-"""Fixture module of the benchmark harness (``examples/bench.rs``).
+"""Fixture module of the benchmark harness (``examples/bench/``).
 
 It sits on the pool's ``python_path`` (and on the floor worker's ``PYTHONPATH``) so both sides
 call exactly the same function. Keep it trivial: the benchmark measures the transport, not Python.

@@ -108,7 +108,12 @@ pub(crate) fn spawn_worker(spec: &LaunchSpec, worker: &WorkerId) -> io::Result<L
     let (stdout, stderr) = (pipe_pair()?, pipe_pair()?);
     let child_in = requests.read.as_raw_fd();
     let child_out = replies.write.as_raw_fd();
-    let mut cmd = python_command(spec, "pyvisor_worker", &worker.pool, vec![child_in, child_out]);
+    let mut cmd = python_command(
+        spec,
+        "pyvisor_worker",
+        &worker.pool,
+        vec![child_in, child_out],
+    );
     cmd.env("PYVISOR_SLOT", worker.slot.to_string())
         .env("PYVISOR_GENERATION", worker.generation.to_string())
         .env("PYVISOR_FD_IN", child_in.to_string())

@@ -1,0 +1,53 @@
+//! The tokio variant of the floor (non-blocking pipes, one task), small call only.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use tokio::net::unix::pipe::{Receiver, Sender};
+
+use super::{wire, Floor};
+use crate::SMALL_ARG;
+
+pub struct TokioFloor {
+    w: Sender,
+    r: Receiver,
+    next_id: u64,
+    frame: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl TokioFloor {
+    /// Takes over the pipes of a started floor worker (must run inside the tokio runtime).
+    pub fn from(f: &mut Floor) -> TokioFloor {
+        let w = OwnedFd::from(f.w.take().unwrap());
+        let r = OwnedFd::from(f.r.take().unwrap());
+        TokioFloor {
+            w: Sender::from_owned_fd(w).unwrap(),
+            r: Receiver::from_owned_fd(r).unwrap(),
+            next_id: 1_000_000,
+            frame: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn sqrt(&mut self) -> io::Result<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.next_id += 1;
+        wire::call(
+            &mut self.frame,
+            self.next_id,
+            "math",
+            "sqrt",
+            "s",
+            wire::args_f64(SMALL_ARG),
+        );
+        self.w.write_all(&self.frame).await?;
+        let mut len = [0u8; 4];
+        self.r.read_exact(&mut len).await?;
+        self.buf.resize(u32::from_be_bytes(len) as usize, 0);
+        self.r.read_exact(&mut self.buf).await?;
+        let (_, id, body) = wire::split(&self.buf)?;
+        assert_eq!(id, self.next_id);
+        wire::f64_of(body)
+    }
+}

@@ -18,16 +18,7 @@ use crate::value::{from_value, NdArray, Ref, StreamRef, Value};
 
 pub use crate::protocol::ProtocolError;
 
-/// `src/runtime/client.rs` compiled a second time, here: `PoolClient` (which encodes requests and
-/// checks the refs they carry) is private to `runtime`, and the fuzzing feature must not change
-/// what `runtime` exposes. The copy is the same source text; `super::CallOptions` resolves to the
-/// `use` below. Only `PoolClient::encode`, `Encoded::pin_to` and `PoolClient::job` are used.
-#[allow(dead_code, unreachable_pub, clippy::duplicate_mod)]
-#[path = "runtime/client.rs"]
-mod client;
-
-#[allow(unused_imports)] // used by the `client` copy as `super::CallOptions`
-use crate::runtime::CallOptions;
+use crate::runtime::client;
 
 /// One frame as the host's frame reader returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]

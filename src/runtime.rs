@@ -1,6 +1,7 @@
 //! The runtime: a set of named pools, their event stream and their lifecycle.
 
-mod client;
+/// Crate-visible for `pyvisor::fuzzing` (feature `fuzzing`), which checks requests through it.
+pub(crate) mod client;
 mod config;
 pub(crate) mod duration;
 mod embed;

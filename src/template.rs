@@ -187,16 +187,8 @@ impl TemplateState {
         };
         // The worker is the host's child (CLONE_PARENT): its pid cannot be reused before we reap it.
         let exit = PidfdChild::open(pid)?;
-        Ok(Ok(Launched {
-            pid,
-            group: ProcessGroup::led_by(pid)?,
-            requests: pipe::Sender::from_owned_fd(requests.write)?,
-            replies: pipe::Receiver::from_owned_fd(replies.read)?,
-            stdout: pipe::Receiver::from_owned_fd(stdout.read)?,
-            stderr: pipe::Receiver::from_owned_fd(stderr.read)?,
-            exit: ExitWatch::Forked(exit),
-            forked: true,
-        }))
+        let ends = [requests.write, replies.read, stdout.read, stderr.read];
+        Launched::new(pid, ends, ExitWatch::Forked(exit)).map(Ok)
     }
 }
 

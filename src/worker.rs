@@ -162,7 +162,7 @@ impl Actor for Worker {
             Some(forked) => forked,
             None => process::spawn_worker(&spec.launch, &id)?,
         };
-        let pid = spawned.pid;
+        let (pid, forked) = (spawned.pid, spawned.forked());
         let tail = StderrTail::new(spec.stderr_tail);
         let mut tasks = JoinSet::new();
 
@@ -212,13 +212,13 @@ impl Actor for Worker {
         });
 
         myself.send_after(spec.startup_timeout, || WorkerMsg::StartupTimeout);
-        tracing::debug!(worker = %id, pid, forked = spawned.forked, "worker process started");
+        tracing::debug!(worker = %id, pid, forked, "worker process started");
         Ok(WorkerState {
             id,
             spec,
             pool,
             pid,
-            forked: spawned.forked,
+            forked,
             group: spawned.group,
             writer,
             deadline,

@@ -37,6 +37,8 @@ import struct
 import sys
 from typing import Iterable, Optional
 
+from .stdio import flush_stdio
+
 __all__ = [
     "CLONE_PARENT",
     "SIGCHLD",
@@ -95,15 +97,6 @@ def _lib() -> ctypes.PyDLL:
     return _libc
 
 
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-
-
 def clone_parent() -> int:
     """Fork with ``clone(CLONE_PARENT | SIGCHLD)``: 0 in the child, the child's pid in the caller.
 
@@ -121,7 +114,7 @@ def clone_parent() -> int:
     number = _SYS_CLONE[platform.machine()]
     caller = os.getpid()
     sys.audit("os.fork")
-    _flush_stdio()
+    flush_stdio()
     api.PyOS_BeforeFork()
     pid = lib.syscall(
         ctypes.c_long(number),

@@ -28,6 +28,7 @@ from typing import NoReturn, Optional
 
 from . import clone, worker
 from .protocol import EXIT_FAILURE
+from .stdio import flush_stdio
 
 __all__ = ["Setup", "ForkFailed", "fork", "reseed"]
 
@@ -176,9 +177,4 @@ def _finish(status: int) -> None:
         except Exception:
             traceback.print_exc()
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
+    flush_stdio()

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__, calls, refs, value
 from .ops import Ops
+from .stdio import flush_stdio
 from .policy import Policy
 from .protocol import (
     DEFAULT_MAX_FRAME,
@@ -65,15 +66,6 @@ def _say(message: str) -> None:
         sys.stderr.flush()
     except Exception:  # stderr closed or broken: nothing else to report to
         pass
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
 
 
 def _env_fd(name: str) -> int:
@@ -233,14 +225,14 @@ def _io_loop(fd_in: int, max_frame: int, writer: FrameWriter, items: "queue.Simp
                 put((op, request_id, body))
     except ProtocolError as exc:
         _say(f"protocol violation from the host: {exc}")
-        _flush_stdio()
+        flush_stdio()
         os._exit(EXIT_PROTOCOL)
     except OSError:
         pass  # the channel broke (e.g. PONG to a host that is gone): same as end of stream
     except BaseException:  # a bug here would leave the worker deaf: fail loudly instead
         _say("I/O thread failed")
         traceback.print_exc()
-        _flush_stdio()
+        flush_stdio()
         os._exit(EXIT_FAILURE)
     put(_STOP)
     _arm_exit_timer(WATCHDOG_SECONDS, EXIT_OK)
@@ -294,7 +286,7 @@ def _serve(items: "queue.SimpleQueue[Any]", writer: FrameWriter, ops: Ops) -> in
                 ok, reply = handle(op, request_id, body)
             except ProtocolError as exc:
                 _say(f"protocol violation from the host: {exc}")
-                _flush_stdio()
+                flush_stdio()
                 os._exit(EXIT_PROTOCOL)
             except Exception as exc:  # a bug in the worker itself: report it, keep serving
                 ok, reply = False, calls.exception_error(exc)
@@ -333,7 +325,7 @@ def main() -> int:
     except _StartupError as exc:
         if exc.status != EXIT_FAILURE:  # a failed preload has already told its story
             _say(str(exc))
-        _flush_stdio()
+        flush_stdio()
         return exc.status
 
     _line_buffered_stdout()
@@ -350,5 +342,5 @@ def main() -> int:
     reader.start()
     ops = Ops(refs.current(), Policy.from_env(), max_frame)
     status = _serve(items, writer, ops)
-    _flush_stdio()
+    flush_stdio()
     return status

@@ -6,6 +6,7 @@ mod spawn;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,8 +39,31 @@ pub(crate) struct Launched {
     pub(crate) stdout: pipe::Receiver,
     pub(crate) stderr: pipe::Receiver,
     pub(crate) exit: ExitWatch,
-    /// How it was started, for logs and stats.
-    pub(crate) forked: bool,
+}
+
+impl Launched {
+    /// Wraps the host's ends of a started worker's pipes (requests: write end; replies, stdout,
+    /// stderr: read ends). `pid` leads its own process group.
+    pub(crate) fn new(
+        pid: u32,
+        [requests, replies, stdout, stderr]: [OwnedFd; 4],
+        exit: ExitWatch,
+    ) -> io::Result<Self> {
+        Ok(Launched {
+            pid,
+            group: ProcessGroup::led_by(pid)?,
+            requests: pipe::Sender::from_owned_fd(requests)?,
+            replies: pipe::Receiver::from_owned_fd(replies)?,
+            stdout: pipe::Receiver::from_owned_fd(stdout)?,
+            stderr: pipe::Receiver::from_owned_fd(stderr)?,
+            exit,
+        })
+    }
+
+    /// Forked from a template (rather than spawned).
+    pub(crate) fn forked(&self) -> bool {
+        matches!(self.exit, ExitWatch::Forked(_))
+    }
 }
 
 /// Waits for a worker process to end and reaps it. The host is the parent either way: spawned

@@ -6,10 +6,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::net::unix::pipe;
 use tokio::process::Command;
 
-use super::{ExitWatch, LaunchSpec, Launched, ProcessGroup};
+use super::{ExitWatch, LaunchSpec, Launched};
 use crate::error::WorkerId;
 use crate::protocol::PROTOCOL_VERSION;
 
@@ -126,16 +125,8 @@ pub(crate) fn spawn_worker(spec: &LaunchSpec, worker: &WorkerId) -> io::Result<L
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("worker exited at once"))?;
-    Ok(Launched {
-        pid,
-        group: ProcessGroup::led_by(pid)?,
-        requests: pipe::Sender::from_owned_fd(requests.write)?,
-        replies: pipe::Receiver::from_owned_fd(replies.read)?,
-        stdout: pipe::Receiver::from_owned_fd(stdout.read)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr.read)?,
-        exit: ExitWatch::Spawned(child),
-        forked: false,
-    })
+    let ends = [requests.write, replies.read, stdout.read, stderr.read];
+    Launched::new(pid, ends, ExitWatch::Spawned(child))
 }
 
 /// The pool's `python_path` entries in front of the host's `PYTHONPATH`.

@@ -24,7 +24,9 @@ use crate::error::{Error, LossReason, WorkerId};
 use crate::protocol::ReadyInfo;
 use crate::runtime::{Event, EventBus};
 use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensity, Supervisor};
-use crate::worker::{Job, Worker, WorkerArgs, WorkerFailure, WorkerMsg, WorkerSpec};
+use crate::worker::{
+    Job, Refused, Worker, WorkerArgs, WorkerFailure, WorkerLink, WorkerMsg, WorkerSpec,
+};
 
 pub use config::{Affinity, PoolConfig};
 pub use launch::LaunchMode;
@@ -51,6 +53,8 @@ pub(crate) enum PoolMsg {
         pid: u32,
         forked: bool,
         info: ReadyInfo,
+        /// The worker's call path: the pool writes its calls through it.
+        link: Arc<WorkerLink>,
     },
     TemplateReady {
         generation: u64,
@@ -236,7 +240,8 @@ impl Actor for Pool {
                 pid,
                 forked,
                 info,
-            } => state.on_ready(slot, generation, pid, forked, info),
+                link,
+            } => state.on_ready(slot, generation, pid, forked, info, link),
             PoolMsg::TemplateReady { generation, pid } => {
                 state.on_template_ready(&myself, generation, pid).await
             }
@@ -328,6 +333,7 @@ impl Actor for Pool {
         };
         state.slots[slot].actor = None;
         state.slots[slot].worker = None;
+        state.slots[slot].link = None;
         match failure {
             _ if matches!(state.phase, Phase::Stopping | Phase::Draining) => {
                 state.worker_gone(slot, LossReason::PoolStopped, Vec::new());
@@ -387,6 +393,7 @@ impl PoolState {
                 let s = &mut self.slots[slot];
                 s.actor = Some(worker.get_id());
                 s.worker = Some(worker);
+                s.link = None;
                 s.status = SlotStatus::Starting;
                 s.pid = None;
                 s.busy = false;
@@ -403,12 +410,21 @@ impl PoolState {
         }
     }
 
-    fn on_ready(&mut self, slot: usize, generation: u64, pid: u32, forked: bool, info: ReadyInfo) {
+    fn on_ready(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        pid: u32,
+        forked: bool,
+        info: ReadyInfo,
+        link: Arc<WorkerLink>,
+    ) {
         if self.slots[slot].generation != generation || !self.accepting_workers() {
             return;
         }
         let s = &mut self.slots[slot];
         s.status = SlotStatus::Ready;
+        s.link = Some(link);
         s.pid = Some(pid);
         s.forked = forked;
         s.python = Some(info.python);
@@ -635,47 +651,54 @@ impl PoolState {
         }
     }
 
-    fn dispatch(&mut self, slot: usize, job: Job) {
+    /// Writes `job` to `slot`'s worker through its link. A job nobody waits for any more is
+    /// dropped instead, and the slot stays idle.
+    fn dispatch(&mut self, slot: usize, mut job: Job) {
+        if job.abandoned() {
+            return;
+        }
+        let worker = self.worker_id(slot);
         let s = &mut self.slots[slot];
-        let Some(worker) = s.worker.as_ref() else {
+        let Some(link) = s.link.as_ref() else {
             let _ = job
                 .reply
                 .send(Err(Error::Internal("dispatch to an empty slot".into())));
             return;
         };
         s.busy = true;
-        let mut job = job;
-        job.reply.on_drop = Some(Box::new(Error::WorkerExited {
-            worker: WorkerId::new(self.name.as_ref(), slot, s.generation),
+        let gone = |worker: WorkerId| Error::WorkerExited {
+            worker,
             reason: LossReason::ActorFailed("worker stopped before the call".into()),
             stderr_tail: Vec::new(),
-        }));
-        if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Run(job))) =
-            worker.cast(WorkerMsg::Run(job))
-        {
+        };
+        job.reply.on_drop = Some(Box::new(gone(worker.clone())));
+        match link.run(job) {
+            Ok(()) => {}
             // The worker died and its supervision event is on its way.
-            let _ = job.reply.send(Err(Error::WorkerExited {
-                worker: self.worker_id(slot),
-                reason: LossReason::ActorFailed("worker stopped before the call".into()),
-                stderr_tail: Vec::new(),
-            }));
+            Err(Refused::Closed(job)) => {
+                let _ = job.reply.send(Err(gone(worker)));
+            }
+            Err(Refused::Unavailable(job)) => {
+                let _ = job.reply.send(Err(Error::Internal(format!(
+                    "worker {worker} was sent a call it cannot take"
+                ))));
+            }
         }
     }
 
-    /// Gives an idle `slot` the oldest queued call it may run.
+    /// Gives an idle `slot` the oldest queued calls it may run, until one runs.
     fn drain_queue(&mut self, slot: usize) {
-        if !self.slots[slot].is_idle() {
-            return;
-        }
-        let Some(Queued { job, affinity, .. }) = self.queue.take_for(slot) else {
-            return;
-        };
-        if affinity == Affinity::Hint {
-            if let Some(session) = job.session.clone() {
-                self.bind(session, slot);
+        while self.slots[slot].is_idle() {
+            let Some(Queued { job, affinity, .. }) = self.queue.take_for(slot) else {
+                return;
+            };
+            if affinity == Affinity::Hint {
+                if let Some(session) = job.session.clone() {
+                    self.bind(session, slot);
+                }
             }
+            self.dispatch(slot, job);
         }
-        self.dispatch(slot, job);
     }
 
     /// Records that `slot`'s current worker is gone: emits `WorkerExited`, then one
@@ -780,6 +803,7 @@ impl PoolState {
         for slot in 0..self.slots.len() {
             if let Some(worker) = self.slots[slot].worker.take() {
                 self.slots[slot].actor = None;
+                self.slots[slot].link = None;
                 worker.kill();
                 self.worker_gone(slot, LossReason::PoolStopped, Vec::new());
             }

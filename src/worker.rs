@@ -10,6 +10,7 @@ mod channel;
 mod deadline;
 mod exit;
 mod job;
+mod link;
 mod output;
 pub(crate) mod process;
 
@@ -22,13 +23,14 @@ use tokio::time::Instant;
 
 use crate::error::{Error, LossReason, PythonError, WorkerId};
 use crate::pool::PoolMsg;
-use crate::protocol::{encode_request, op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
+use crate::protocol::{op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
 use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
 use crate::template::{self, TemplateLink};
 
 pub use exit::ExitStatus;
 pub(crate) use exit::WorkerFailure;
 pub(crate) use job::{Job, Reply, ReplyTo};
+pub(crate) use link::{Refused, WorkerLink};
 pub(crate) use process::LaunchSpec;
 
 use channel::RequestChannel;
@@ -64,8 +66,6 @@ pub(crate) struct WorkerArgs {
 /// Messages of the worker actor.
 #[derive(Debug)]
 pub(crate) enum WorkerMsg {
-    /// Run a job (the pool only sends one when the worker is idle).
-    Run(Job),
     /// Stop: send `SHUTDOWN`, then SIGTERM after `grace`, then SIGKILL after `grace` again.
     Shutdown {
         grace: Duration,
@@ -82,11 +82,6 @@ pub(crate) enum WorkerMsg {
     Escalate(i32, Duration),
 }
 
-struct InFlight {
-    id: u64,
-    reply: ReplyTo,
-}
-
 pub(crate) struct WorkerState {
     id: WorkerId,
     spec: Arc<WorkerSpec>,
@@ -94,12 +89,9 @@ pub(crate) struct WorkerState {
     pid: u32,
     forked: bool,
     group: ProcessGroup,
-    writer: RequestChannel,
-    deadline: DeadlineTimer,
+    link: Arc<WorkerLink>,
     tail: StderrTail,
     ready: bool,
-    next_id: u64,
-    in_flight: Option<InFlight>,
     ping: Option<(u64, Instant)>,
     stopping: bool,
     /// Background tasks (reader, writer, output capture, exit watcher, timers): aborted on drop.
@@ -108,31 +100,28 @@ pub(crate) struct WorkerState {
 
 impl WorkerState {
     /// Tells the caller of the call in flight, if any, that the worker is gone.
-    fn answer_in_flight(&mut self, reason: LossReason) {
-        if let Some(call) = self.in_flight.take() {
-            let _ = call.reply.send(Err(Error::WorkerExited {
-                worker: self.id.clone(),
-                reason,
-                stderr_tail: self.tail.snapshot(),
-            }));
+    fn answer_in_flight(&self, reason: LossReason) {
+        self.link.answer_in_flight(|| self.exited(reason));
+    }
+
+    fn exited(&self, reason: LossReason) -> Error {
+        Error::WorkerExited {
+            worker: self.id.clone(),
+            reason,
+            stderr_tail: self.tail.snapshot(),
         }
     }
 
-    /// Kills the process and builds the failure the actor returns to its supervisor.
+    /// Kills the process, closes the link (answering the call in flight) and builds the failure
+    /// the actor returns to its supervisor.
     fn fail(&mut self, reason: LossReason) -> ActorProcessingErr {
         self.group.signal(libc::SIGKILL);
-        self.answer_in_flight(reason.clone());
+        self.link.close(|| self.exited(reason.clone()));
         Box::new(WorkerFailure {
             reason,
             stderr_tail: self.tail.snapshot(),
             fatal: false,
         })
-    }
-
-    fn send(&mut self, op: u8, body: &[u8]) -> u64 {
-        self.next_id += 1;
-        self.writer.send(encode_request(op, self.next_id, body));
-        self.next_id
     }
 }
 
@@ -140,7 +129,8 @@ impl Drop for WorkerState {
     fn drop(&mut self) {
         // Killed or panicked: the process group dies with `self.group`; the caller must not be
         // left waiting for a reply that will never come.
-        self.answer_in_flight(LossReason::ActorFailed("worker actor stopped".into()));
+        let reason = LossReason::ActorFailed("worker actor stopped".into());
+        self.link.close(|| self.exited(reason));
     }
 }
 
@@ -168,13 +158,24 @@ impl Actor for Worker {
 
         let writer = RequestChannel::new(spawned.requests, &mut tasks);
         let deadline = DeadlineTimer::new(myself.clone(), &mut tasks);
+        let link = WorkerLink::new(
+            id.clone(),
+            pool.clone(),
+            writer,
+            deadline,
+            spec.launch.max_frame,
+        );
 
         let mut reader = FrameReader::new(spawned.replies, spec.launch.max_frame);
-        let me = myself.clone();
+        let (me, replies) = (myself.clone(), link.clone());
         tasks.spawn(async move {
             loop {
                 let msg = match reader.next().await {
-                    Ok(Some(frame)) => WorkerMsg::Frame(frame),
+                    // A call's reply goes straight to its caller; the rest to the actor.
+                    Ok(Some(frame)) => match replies.answer(frame) {
+                        Ok(()) => continue,
+                        Err(frame) => WorkerMsg::Frame(frame),
+                    },
                     Ok(None) => WorkerMsg::ChannelClosed,
                     Err(e) => WorkerMsg::ReadFailed(e),
                 };
@@ -220,12 +221,9 @@ impl Actor for Worker {
             pid,
             forked,
             group: spawned.group,
-            writer,
-            deadline,
+            link,
             tail,
             ready: false,
-            next_id: 0,
-            in_flight: None,
             ping: None,
             stopping: false,
             _tasks: tasks,
@@ -239,7 +237,6 @@ impl Actor for Worker {
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Run(job) => run(state, job),
             WorkerMsg::Frame(frame) => return on_frame(&myself, state, frame),
             WorkerMsg::ReadFailed(e) => {
                 return Err(state.fail(LossReason::ProtocolViolation(e.to_string())))
@@ -272,14 +269,14 @@ impl Actor for Worker {
                     }
                     Some(_) => {}
                     None => {
-                        let id = state.send(op::PING, NIL_BODY);
-                        state.ping = Some((id, Instant::now()));
+                        let id = state.link.send(op::PING, NIL_BODY);
+                        state.ping = id.map(|id| (id, Instant::now()));
                     }
                 }
                 myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
             }
             WorkerMsg::Overrun(id) => {
-                if state.in_flight.as_ref().is_some_and(|c| c.id == id) {
+                if state.link.is_in_flight(id) {
                     tracing::warn!(worker = %state.id, "call overran its deadline; waiting for it to finish");
                     myself.send_after(state.spec.overrun_grace, move || {
                         WorkerMsg::OverrunGraceOver(id)
@@ -287,13 +284,14 @@ impl Actor for Worker {
                 }
             }
             WorkerMsg::OverrunGraceOver(id) => {
-                if state.in_flight.as_ref().is_some_and(|c| c.id == id) {
+                if state.link.is_in_flight(id) {
                     return Err(state.fail(LossReason::DeadlineOverrun));
                 }
             }
             WorkerMsg::Shutdown { grace } => {
                 state.stopping = true;
-                state.send(op::SHUTDOWN, NIL_BODY);
+                state.link.stop_accepting();
+                state.link.send(op::SHUTDOWN, NIL_BODY);
                 myself.send_after(grace, move || WorkerMsg::Escalate(libc::SIGTERM, grace));
             }
             WorkerMsg::Escalate(signal, grace) => {
@@ -313,34 +311,6 @@ fn heartbeat_period(spec: &WorkerSpec) -> Duration {
     spec.heartbeat_interval
         .min(spec.heartbeat_timeout / 4)
         .max(Duration::from_millis(10))
-}
-
-fn run(state: &mut WorkerState, job: Job) {
-    if job.abandoned() {
-        // The caller gave up while the job was on its way: nothing to run.
-        idle(state);
-        return;
-    }
-    if !state.ready || state.stopping || state.in_flight.is_some() {
-        let _ = job.reply.send(Err(Error::Internal(format!(
-            "worker {} was sent a call it cannot take",
-            state.id
-        ))));
-        return;
-    }
-    let id = state.send(job.op, &job.body);
-    state.in_flight = Some(InFlight {
-        id,
-        reply: job.reply,
-    });
-    state.deadline.arm(id, job.deadline);
-}
-
-fn idle(state: &WorkerState) {
-    let _ = state.pool.cast(PoolMsg::WorkerIdle {
-        slot: state.id.slot,
-        generation: state.id.generation,
-    });
 }
 
 fn on_frame(
@@ -364,6 +334,7 @@ fn on_frame(
                 return Err(failure);
             }
             state.ready = true;
+            state.link.accept();
             tracing::debug!(worker = %state.id, pid = state.pid, python = %info.python, "worker ready");
             myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
             let _ = state.pool.cast(PoolMsg::WorkerReady {
@@ -372,22 +343,8 @@ fn on_frame(
                 pid: state.pid,
                 forked: state.forked,
                 info,
+                link: state.link.clone(),
             });
-        }
-        op::OK | op::ERROR if state.in_flight.as_ref().is_some_and(|c| c.id == frame.id) => {
-            let call = state.in_flight.take().expect("checked above");
-            state.deadline.disarm();
-            let outcome = if frame.op == op::OK {
-                Ok(Reply(frame))
-            } else {
-                Err(error_reply(&frame, state.spec.launch.max_frame))
-            };
-            // The pool learns that the worker is idle before the caller gets its reply, so a caller
-            // that calls again at once finds its worker free (not WorkerBusy, not moved).
-            if !state.stopping {
-                idle(state);
-            }
-            let _ = call.reply.send(outcome);
         }
         op::PONG if state.ping.is_some_and(|(id, _)| id == frame.id) => state.ping = None,
         other => {
@@ -400,7 +357,7 @@ fn on_frame(
     Ok(())
 }
 
-fn error_reply(frame: &Incoming, max_frame: usize) -> Error {
+pub(super) fn error_reply(frame: &Incoming, max_frame: usize) -> Error {
     let body: ErrorBody = match rmp_serde::from_slice(frame.body()) {
         Ok(body) => body,
         Err(e) => return Error::Protocol(format!("undecodable error reply: {e}")),

@@ -178,45 +178,75 @@ def _any_ext(code: int, data: bytes) -> None:
     return None
 
 
-def _read_exact(fd: int, n: int) -> Optional[bytes]:
-    """Exactly ``n`` bytes from ``fd``, or ``None`` at end of stream before the first byte."""
-    data = os.read(fd, n if n <= _READ_CHUNK else _READ_CHUNK)
-    if len(data) == n:
-        return data
-    if not data:
-        return None
-    chunks = [data]
-    got = len(data)
-    while got < n:
-        rest = n - got
-        chunk = os.read(fd, rest if rest <= _READ_CHUNK else _READ_CHUNK)
-        if not chunk:
-            raise ProtocolError(f"end of stream inside a frame ({got} of {n} bytes read)")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+class FrameReader:
+    """Reads frames from ``fd``, through a buffer of ``buffer_size`` bytes.
+
+    With a buffer, a small frame costs one ``read`` (its length and payload arrive together) and
+    frames that arrived together are split without reading again; ``buffered()`` tells whether
+    bytes are waiting here, where a ``poll`` on ``fd`` cannot see them. With ``buffer_size=0`` it
+    never reads past the frame it returns. Payloads at least ``buffer_size`` long are read straight
+    into their own chunks, never through the buffer.
+    """
+
+    __slots__ = ("_fd", "_max_frame", "_buffer_size", "_buf", "_pos")
+
+    def __init__(self, fd: int, max_frame: int, buffer_size: int = 64 * 1024) -> None:
+        self._fd = fd
+        self._max_frame = max_frame
+        self._buffer_size = buffer_size
+        self._buf = b""
+        self._pos = 0
+
+    def buffered(self) -> bool:
+        """Whether bytes of a next frame are already buffered."""
+        return self._pos < len(self._buf)
+
+    def read(self) -> Optional[bytes]:
+        """The payload of the next frame, or ``None`` at a clean end of stream.
+
+        The length is checked against ``max_frame`` before the payload is read. A stream that
+        ends inside a frame, or an oversize length, raises ``ProtocolError``.
+        """
+        head = self._take(4, at_boundary=True)
+        if head is None:
+            return None
+        (size,) = _LEN.unpack(head)
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        if size == 0:
+            return b""
+        return self._take(size, at_boundary=False)
+
+    def _take(self, n: int, at_boundary: bool) -> Optional[bytes]:
+        """The next ``n`` bytes; ``None`` at the end of the stream if ``at_boundary`` and nothing
+        of them was read."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= n:
+            self._pos = pos + n
+            return buf[pos:pos + n]
+        chunks = [buf[pos:]] if pos < len(buf) else []
+        got = len(buf) - pos
+        self._buf, self._pos = b"", 0
+        while got < n:
+            rest = n - got
+            want = rest if rest >= self._buffer_size else self._buffer_size
+            chunk = os.read(self._fd, want if want <= _READ_CHUNK else _READ_CHUNK)
+            if not chunk:
+                if got == 0 and at_boundary:
+                    return None
+                raise ProtocolError(f"end of stream inside a frame ({got} of {n} bytes read)")
+            if len(chunk) > rest:
+                self._buf, self._pos = chunk, rest
+                chunk = chunk[:rest]
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def read_frame(fd: int, max_frame: int) -> Optional[bytes]:
-    """The payload of the next frame on ``fd``, or ``None`` at a clean end of stream.
-
-    The length is checked against ``max_frame`` before the payload is read. A stream that ends
-    inside a frame, or an oversize length, raises ``ProtocolError``.
-    """
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    if len(head) != 4:  # pragma: no cover - _read_exact guarantees it
-        raise ProtocolError("short frame header")
-    (size,) = _LEN.unpack(head)
-    if size > max_frame:
-        raise FrameTooLarge(size, max_frame)
-    if size == 0:
-        return b""
-    payload = _read_exact(fd, size)
-    if payload is None:
-        raise ProtocolError(f"end of stream inside a frame (0 of {size} bytes read)")
-    return payload
+    """The payload of the next frame on ``fd``, or ``None`` at a clean end of stream; reads
+    nothing past that frame (``FrameReader`` with no buffer)."""
+    return FrameReader(fd, max_frame, buffer_size=0).read()
 
 
 def _write_all(fd: int, data: Any) -> None:

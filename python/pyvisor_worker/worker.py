@@ -1,71 +1,43 @@
-"""The worker process: handshake, the I/O thread and the interpreter thread.
+"""The worker process: environment checks, preload, the handshake, then ``serve``.
 
 ``main()`` runs on the process's main thread, which is the **interpreter thread**: it runs every
-request, one at a time, in arrival order. A daemon **I/O thread** reads frames, answers ``PING``
-itself (so a busy worker still answers) and queues everything else for the interpreter thread. The
-I/O thread reads only the envelope header ``[op, id,``; request bodies are decoded on the
-interpreter thread (``ops.Ops``), where refs are resolved in order.
+request, one at a time, in arrival order (``serve.py``: it reads requests itself while idle, and a
+watch thread covers the channel while a call runs). Request bodies are decoded on the interpreter
+thread (``ops.Ops``), where refs are resolved in order.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import queue
 import sys
-import threading
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from . import __version__, calls, refs, value
+from . import __version__, refs, value
 from .ops import Ops
-from .stdio import flush_stdio
 from .policy import Policy
 from .protocol import (
     DEFAULT_MAX_FRAME,
-    ERROR,
-    EXIT_OK,
-    EXIT_PROTOCOL,
     EXIT_FAILURE,
+    EXIT_OK,
     EXIT_USAGE,
     EXIT_VERSION,
-    KIND_FRAME_TOO_LARGE,
-    OK,
-    PING,
-    PONG,
     PROTOCOL_VERSION,
     READY,
-    SHUTDOWN,
-    FrameTooLarge,
     FrameWriter,
-    ProtocolError,
-    check_body,
-    read_frame,
-    split_envelope,
 )
+from .serve import WATCHDOG_SECONDS, Channel, serve
+from .serve import say as _say
+from .stdio import flush_stdio
 
 __all__ = ["main", "WATCHDOG_SECONDS"]
-
-WATCHDOG_SECONDS = 2.0
-"""After the request channel closes, the process exits this long later even if a call is stuck."""
-
-_NIL = b"\xc0"
-_STOP = object()
 
 
 class _StartupError(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _say(message: str) -> None:
-    """One line for the host's stderr capture."""
-    try:
-        sys.stderr.write(f"pyvisor worker: {message}\n")
-        sys.stderr.flush()
-    except Exception:  # stderr closed or broken: nothing else to report to
-        pass
 
 
 def _env_fd(name: str) -> int:
@@ -197,116 +169,6 @@ def _line_buffered_stdout() -> None:
             pass
 
 
-def _arm_exit_timer(delay: float, status: int) -> None:
-    timer = threading.Timer(delay, os._exit, args=(status,))
-    timer.daemon = True
-    timer.name = "pyvisor-watchdog"
-    timer.start()
-
-
-def _io_loop(fd_in: int, max_frame: int, writer: FrameWriter, items: "queue.SimpleQueue[Any]") -> None:
-    """The I/O thread: read frames until ``SHUTDOWN`` or end of stream."""
-    put = items.put
-    send = writer.send
-    try:
-        while True:
-            payload = read_frame(fd_in, max_frame)
-            if payload is None:
-                break  # the host closed the channel (or died)
-            op, request_id, body = split_envelope(payload)
-            if op == PING:
-                check_body(body)
-                send(PONG, request_id, _NIL)
-            elif op == SHUTDOWN:
-                check_body(body)
-                put(_STOP)
-                return
-            else:
-                put((op, request_id, body))
-    except ProtocolError as exc:
-        _say(f"protocol violation from the host: {exc}")
-        flush_stdio()
-        os._exit(EXIT_PROTOCOL)
-    except OSError:
-        pass  # the channel broke (e.g. PONG to a host that is gone): same as end of stream
-    except BaseException:  # a bug here would leave the worker deaf: fail loudly instead
-        _say("I/O thread failed")
-        traceback.print_exc()
-        flush_stdio()
-        os._exit(EXIT_FAILURE)
-    put(_STOP)
-    _arm_exit_timer(WATCHDOG_SECONDS, EXIT_OK)
-
-
-def _truncate(text: str, limit: int, keep_tail: bool) -> str:
-    if len(text) <= limit:
-        return text
-    marker = "...[truncated]..."
-    keep = max(0, limit - len(marker))
-    return marker + text[len(text) - keep:] if keep_tail else text[:keep] + marker
-
-
-def _send_error(writer: FrameWriter, request_id: int, error: Dict[str, str]) -> None:
-    try:
-        body = value.encode(error)
-    except value.EncodeError:
-        # A message or traceback with lone surrogates (e.g. undecodable file names).
-        error = {
-            k: v.encode("utf-8", "backslashreplace").decode("utf-8") for k, v in error.items()
-        }
-        body = value.encode(error)
-    try:
-        writer.send(ERROR, request_id, body)
-        return
-    except FrameTooLarge:
-        pass
-    limit = writer.max_frame // 16
-    error = dict(error)
-    error["message"] = _truncate(error["message"], limit, keep_tail=False)
-    error["traceback"] = _truncate(error["traceback"], limit, keep_tail=True)
-    try:
-        writer.send(ERROR, request_id, value.encode(error))
-    except FrameTooLarge:  # an absurdly small PYVISOR_MAX_FRAME: send the bare kind
-        writer.send(ERROR, request_id, value.encode(calls.error_map(error["kind"])))
-
-
-def _serve(items: "queue.SimpleQueue[Any]", writer: FrameWriter, ops: Ops) -> int:
-    """The interpreter thread: run queued requests until the stop marker."""
-    get = items.get
-    send = writer.send
-    handle = ops.handle
-    try:
-        while True:
-            item = get()
-            if item is _STOP:
-                return EXIT_OK
-            op, request_id, body = item
-            item = None
-            try:
-                ok, reply = handle(op, request_id, body)
-            except ProtocolError as exc:
-                _say(f"protocol violation from the host: {exc}")
-                flush_stdio()
-                os._exit(EXIT_PROTOCOL)
-            except Exception as exc:  # a bug in the worker itself: report it, keep serving
-                ok, reply = False, calls.exception_error(exc)
-            # Do not keep the last request alive while waiting for the next one.
-            body = None
-            if ok:
-                try:
-                    send(OK, request_id, reply)
-                except FrameTooLarge as exc:  # ops checks the size first: only a safety net
-                    _send_error(writer, request_id, calls.error_map(
-                        KIND_FRAME_TOO_LARGE, message=(
-                            f"the result encodes to a {exc.size}-byte frame, above the "
-                            f"{exc.limit}-byte limit")))
-            else:
-                _send_error(writer, request_id, reply)
-            reply = None
-    except OSError:
-        return EXIT_OK  # the reply channel is gone: so is the host
-
-
 def main() -> int:
     """Run the worker; the return value is the process exit status (``docs/protocol.md``)."""
     try:
@@ -335,12 +197,7 @@ def main() -> int:
     except OSError:
         return EXIT_OK  # the host went away before the handshake
 
-    items: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-    reader = threading.Thread(
-        target=_io_loop, args=(fd_in, max_frame, writer, items), name="pyvisor-io", daemon=True
-    )
-    reader.start()
     ops = Ops(refs.current(), Policy.from_env(), max_frame)
-    status = _serve(items, writer, ops)
+    status = serve(Channel(fd_in, max_frame, writer), ops)
     flush_stdio()
     return status

@@ -280,3 +280,41 @@ def test_frame_writer_never_interleaves_frames_from_threads(pipe):
     for op, request_id, body in received:
         t = request_id // 1000
         assert body == bytes([t]) * (70_000 + t)
+
+
+def test_a_buffered_reader_splits_frames_that_arrived_together(pipe):
+    reader = protocol.FrameReader(pipe["r"], 1 << 20)
+    os.write(pipe["w"], frame(b"one") + frame(b"") + frame(b"three"))
+    assert reader.read() == b"one"
+    assert reader.buffered()
+    assert reader.read() == b""
+    assert reader.read() == b"three"
+    assert not reader.buffered()
+    close_write(pipe)
+    assert reader.read() is None
+
+
+def test_a_buffered_reader_reads_a_frame_larger_than_its_buffer_whole(pipe):
+    reader = protocol.FrameReader(pipe["r"], 1 << 20, buffer_size=16)
+    big = bytes(range(256)) * 40
+    writer = threading.Thread(target=os.write, args=(pipe["w"], frame(big) + frame(b"next")))
+    writer.start()
+    assert reader.read() == big
+    assert reader.read() == b"next"
+    writer.join()
+
+
+@pytest.mark.parametrize("cut", [2, 4, 9])
+def test_a_buffered_reader_refuses_a_stream_that_ends_inside_a_frame(pipe, cut):
+    reader = protocol.FrameReader(pipe["r"], 1 << 20)
+    os.write(pipe["w"], frame(b"whole") + frame(b"torn payload")[:cut])
+    close_write(pipe)
+    assert reader.read() == b"whole"
+    with pytest.raises(ProtocolError, match="end of stream inside a frame"):
+        reader.read()
+
+
+def test_read_frame_never_reads_past_its_frame(pipe):
+    os.write(pipe["w"], frame(b"first") + frame(b"second"))
+    assert read_frame(pipe["r"], 1 << 20) == b"first"
+    assert os.read(pipe["r"], 100) == frame(b"second")

@@ -2,7 +2,9 @@ use ractor::{ActorId, ActorRef};
 
 use crate::error::LossReason;
 
-use crate::worker::WorkerMsg;
+use std::sync::Arc;
+
+use crate::worker::{WorkerLink, WorkerMsg};
 
 /// How many past generations' loss reasons a slot remembers.
 const MAX_LOSSES: usize = 16;
@@ -27,6 +29,8 @@ pub(crate) struct Slot {
     pub(crate) status: SlotStatus,
     pub(crate) worker: Option<ActorRef<WorkerMsg>>,
     pub(crate) actor: Option<ActorId>,
+    /// The ready worker's call path (set by its handshake).
+    pub(crate) link: Option<Arc<WorkerLink>>,
     pub(crate) pid: Option<u32>,
     pub(crate) python: Option<String>,
     pub(crate) forked: bool,
@@ -43,6 +47,7 @@ impl Slot {
             status: SlotStatus::Starting,
             worker: None,
             actor: None,
+            link: None,
             pid: None,
             python: None,
             forked: false,

@@ -56,10 +56,10 @@ def _block() -> None:
 
 
 def _current_request_id() -> int:
-    """The id of the request being served: a local of the worker's interpreter loop (``_serve``)."""
+    """The id of the request being served: a local of the worker's interpreter loop (``serve.serve``)."""
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "_serve" and "request_id" in frame.f_locals:
+        if frame.f_code.co_name == "serve" and "request_id" in frame.f_locals:
             return int(frame.f_locals["request_id"])
         frame = frame.f_back
     raise RuntimeError("not running inside the pyvisor worker's interpreter loop")
@@ -209,7 +209,7 @@ def forge_nested_tuples(depth: int) -> None:
         payload = b"\x91" + inner
         inner = b"\xc9" + struct.pack(">I", len(payload)) + b"\x01" + payload
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_name != "_serve":
+    while frame is not None and frame.f_code.co_name != "serve":
         frame = frame.f_back
     assert frame is not None, "not inside the worker's interpreter loop"
     frame.f_locals["writer"].send(OK, int(frame.f_locals["request_id"]), inner)

@@ -153,7 +153,7 @@ impl WorkerLink {
         }
         let (call, stopping) = {
             let mut inner = self.lock();
-            if !inner.in_flight.as_ref().is_some_and(|c| c.id == frame.id) {
+            if inner.in_flight.as_ref().is_none_or(|c| c.id != frame.id) {
                 return Err(frame);
             }
             (

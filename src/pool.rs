@@ -9,6 +9,7 @@
 mod config;
 mod launch;
 mod queue;
+mod route;
 mod sessions;
 mod slots;
 mod stats;
@@ -30,6 +31,7 @@ use crate::worker::{
 
 pub use config::{Affinity, PoolConfig};
 pub use launch::LaunchMode;
+pub(crate) use route::SessionRoute;
 pub use stats::{Placement, PoolStats, PoolStatus, WorkerStats};
 
 use queue::{Queue, Queued};
@@ -127,7 +129,12 @@ pub(crate) struct PoolState {
 }
 
 impl PoolState {
+    /// Ends the handling of a message: opens the direct-call gate only while the pool serves
+    /// with nothing queued (a direct call must not overtake a queued one), then escalates if the
+    /// pool gave up.
     fn escalation(&mut self) -> Result<(), ActorProcessingErr> {
+        let serving = matches!(self.phase, Phase::Starting | Phase::Running);
+        self.spec.gate.set(serving && self.queue.len() == 0);
         match self.escalation.take() {
             Some(e) => Err(Box::new(e)),
             None => Ok(()),
@@ -241,7 +248,7 @@ impl Actor for Pool {
                 forked,
                 info,
                 link,
-            } => state.on_ready(slot, generation, pid, forked, info, link),
+            } => state.on_ready(&myself, slot, generation, pid, forked, info, link),
             PoolMsg::TemplateReady { generation, pid } => {
                 state.on_template_ready(&myself, generation, pid).await
             }
@@ -410,8 +417,10 @@ impl PoolState {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_ready(
         &mut self,
+        myself: &ActorRef<PoolMsg>,
         slot: usize,
         generation: u64,
         pid: u32,
@@ -436,7 +445,7 @@ impl PoolState {
             Event::WorkerRestarted { worker, pid }
         });
         self.maybe_running();
-        self.drain_queue(slot);
+        self.drain_queue(myself, slot);
     }
 
     /// Leaves `Starting` once every slot that is still supervised has completed a handshake.
@@ -464,7 +473,7 @@ impl PoolState {
         self.slots[slot].busy = false;
         match self.phase {
             Phase::Draining => self.maybe_stopped(myself),
-            _ => self.drain_queue(slot),
+            _ => self.drain_queue(myself, slot),
         }
     }
 
@@ -481,7 +490,7 @@ impl PoolState {
         }
         let Some(session) = job.session.clone() else {
             match any_idle(&self.slots) {
-                Some(slot) => self.dispatch(slot, job),
+                Some(slot) => self.dispatch(myself, slot, job, affinity),
                 None => self.enqueue(myself, job, None, affinity),
             }
             return;
@@ -510,13 +519,13 @@ impl PoolState {
             },
         };
         if self.slots[slot].is_idle() {
-            return self.dispatch(slot, job);
+            return self.dispatch(myself, slot, job, affinity);
         }
         match affinity {
             Affinity::Hint => match any_idle(&self.slots) {
                 Some(other) => {
                     self.bind(session, other);
-                    self.dispatch(other, job);
+                    self.dispatch(myself, other, job, affinity);
                 }
                 None => self.enqueue(myself, job, None, affinity),
             },
@@ -581,7 +590,7 @@ impl PoolState {
             }
         }
         if self.slots[slot].is_idle() {
-            self.dispatch(slot, job);
+            self.dispatch(myself, slot, job, affinity);
         } else if affinity == Affinity::StrictFailFast
             && self.slots[slot].status == SlotStatus::Ready
         {
@@ -604,7 +613,7 @@ impl PoolState {
             if s.generation == generation && s.is_live() && self.refusal().is_ok() {
                 job.pin = Some((slot, generation));
                 if s.is_idle() {
-                    self.dispatch(slot, job);
+                    self.dispatch(myself, slot, job, Affinity::StrictQueue);
                 } else {
                     self.enqueue(myself, job, Some(slot), Affinity::StrictQueue);
                 }
@@ -651,9 +660,16 @@ impl PoolState {
         }
     }
 
-    /// Writes `job` to `slot`'s worker through its link. A job nobody waits for any more is
-    /// dropped instead, and the slot stays idle.
-    fn dispatch(&mut self, slot: usize, mut job: Job) {
+    /// Writes `job` to `slot`'s worker through its link, and points the job's session route at
+    /// it. A job nobody waits for any more is dropped instead, and the slot stays idle. A worker
+    /// found busy with a direct call is marked busy and the job admitted again.
+    fn dispatch(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        slot: usize,
+        mut job: Job,
+        affinity: Affinity,
+    ) {
         if job.abandoned() {
             return;
         }
@@ -672,8 +688,14 @@ impl PoolState {
             stderr_tail: Vec::new(),
         };
         job.reply.on_drop = Some(Box::new(gone(worker.clone())));
+        let route = job.route.clone();
         match link.run(job) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(route) = route {
+                    route.set(slot, worker.generation, link);
+                }
+            }
+            Err(Refused::Busy(job)) => self.admit(myself, job, Some(affinity)),
             // The worker died and its supervision event is on its way.
             Err(Refused::Closed(job)) => {
                 let _ = job.reply.send(Err(gone(worker)));
@@ -687,7 +709,7 @@ impl PoolState {
     }
 
     /// Gives an idle `slot` the oldest queued calls it may run, until one runs.
-    fn drain_queue(&mut self, slot: usize) {
+    fn drain_queue(&mut self, myself: &ActorRef<PoolMsg>, slot: usize) {
         while self.slots[slot].is_idle() {
             let Some(Queued { job, affinity, .. }) = self.queue.take_for(slot) else {
                 return;
@@ -697,7 +719,7 @@ impl PoolState {
                     self.bind(session, slot);
                 }
             }
-            self.dispatch(slot, job);
+            self.dispatch(myself, slot, job, affinity);
         }
     }
 
@@ -845,6 +867,13 @@ impl PoolState {
         }
         let failed = matches!(self.phase, Phase::Failed { .. });
         self.phase = Phase::Draining;
+        // No direct call from now on; wait for the ones in flight like for the pool's own.
+        self.spec.gate.set(false);
+        for s in &mut self.slots {
+            if s.link.as_ref().is_some_and(|l| l.watch_idle()) {
+                s.busy = true;
+            }
+        }
         let pool = self.name.to_string();
         for q in self.queue.drain() {
             let _ = q
@@ -929,7 +958,7 @@ impl PoolState {
                     generation: s.generation,
                     pid: s.pid,
                     ready: s.status == SlotStatus::Ready,
-                    busy: s.busy,
+                    busy: s.busy || s.link.as_ref().is_some_and(|l| l.is_busy()),
                     sessions: s.sessions,
                     python: s.python.clone(),
                     forked: s.forked,
@@ -941,6 +970,7 @@ impl PoolState {
             saturated: self.saturated,
             queue_timeouts: self.queue_timeouts,
             template_pid: self.template.as_ref().and_then(|t| t.pid),
+            direct_calls: self.spec.gate.calls(),
         }
     }
 }

@@ -187,6 +187,7 @@ impl RuntimeBuilder {
                     .launch
                     .template_preload()
                     .map(|_| Arc::new(TemplateLink::default())),
+                gate: Default::default(),
             });
             let failure = Arc::new(OnceLock::new());
             let args = PoolArgs {
@@ -312,7 +313,11 @@ impl Runtime {
         if sessions.len() >= 64 && sessions.len().is_power_of_two() {
             sessions.retain(|_, s| s.strong_count() > 0);
         }
-        let inner = Arc::new(SessionInner { pool: client, id });
+        let inner = Arc::new(SessionInner {
+            pool: client,
+            id,
+            route: Default::default(),
+        });
         sessions.insert(key, Arc::downgrade(&inner));
         Ok(Session { inner })
     }
@@ -352,6 +357,7 @@ impl Runtime {
         };
         self.pool(pool)?
             .request(
+                None,
                 None,
                 CallOptions::default(),
                 crate::protocol::op::CALL,

@@ -30,7 +30,7 @@ use crate::template::{self, TemplateLink};
 pub use exit::ExitStatus;
 pub(crate) use exit::WorkerFailure;
 pub(crate) use job::{Job, Reply, ReplyTo};
-pub(crate) use link::{Refused, WorkerLink};
+pub(crate) use link::{DirectGate, Refused, WorkerLink};
 pub(crate) use process::LaunchSpec;
 
 use channel::RequestChannel;
@@ -54,6 +54,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) stderr_tail: usize,
     /// The pool's template link (`LaunchMode::Template`), `None` in spawn mode.
     pub(crate) template: Option<Arc<TemplateLink>>,
+    /// The pool's gate for direct calls (see `worker/link.rs`).
+    pub(crate) gate: Arc<DirectGate>,
 }
 
 /// Arguments of one worker incarnation.
@@ -161,6 +163,7 @@ impl Actor for Worker {
         let link = WorkerLink::new(
             id.clone(),
             pool.clone(),
+            spec.gate.clone(),
             writer,
             deadline,
             spec.launch.max_frame,

@@ -20,6 +20,9 @@ pub struct PoolStats {
     pub queue_timeouts: u64,
     /// OS pid of the pool's template process while it is ready (`LaunchMode::Template`).
     pub template_pid: Option<u32>,
+    /// Session calls written straight to their idle worker, without a message to the pool
+    /// actor (docs/semantics.md, "Direct calls").
+    pub direct_calls: u64,
 }
 
 /// One slot of a pool.

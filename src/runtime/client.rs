@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::CallOptions;
 use crate::error::Error;
-use crate::pool::PoolMsg;
+use crate::pool::{PoolMsg, SessionRoute};
 use crate::value::{collect_refs, from_value, Ref, Value};
 use crate::worker::{Job, Reply, ReplyTo};
 
@@ -148,36 +148,47 @@ impl PoolClient {
     pub(crate) async fn send<R: DeserializeOwned + 'static>(
         &self,
         session: Option<&Arc<str>>,
+        route: Option<&Arc<SessionRoute>>,
         opts: CallOptions,
         request: Encoded,
     ) -> Result<R, Error> {
-        self.start(session, opts, request)?.finish().await
+        self.start(session, route, opts, request)?.finish().await
     }
 
     /// Encodes, sends, decodes.
     pub(crate) async fn request<B: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
         session: Option<&Arc<str>>,
+        route: Option<&Arc<SessionRoute>>,
         opts: CallOptions,
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
         let request = self.encode(session, op, body)?;
-        self.send(session, opts, request).await
+        self.send(session, route, opts, request).await
     }
 
-    /// Hands an encoded request to the pool now (so requests reach the pool in the order they
-    /// are started); the reply is awaited with [`Pending::finish`].
+    /// Writes an encoded request straight to the session's idle worker (`route`), or hands it
+    /// to the pool, now (so requests are written or reach the pool in the order they are
+    /// started); the reply is awaited with [`Pending::finish`].
     pub(crate) fn start(
         &self,
         session: Option<&Arc<str>>,
+        route: Option<&Arc<SessionRoute>>,
         opts: CallOptions,
         request: Encoded,
     ) -> Result<Pending, Error> {
         let timeout = opts.timeout.unwrap_or(self.call_timeout);
         let deadline = Instant::now() + timeout;
         let (reply, rx) = oneshot::channel();
-        let job = self.job(session, request, reply, deadline);
+        let mut job = self.job(session, request, reply, deadline);
+        job.route = route.cloned();
+        if let Some(route) = route {
+            job = match route.try_direct(job) {
+                Ok(()) => return Ok(self.pending(rx, deadline, timeout)),
+                Err(job) => job,
+            };
+        }
         let msg = PoolMsg::Call {
             job,
             affinity: opts.affinity,
@@ -185,13 +196,22 @@ impl PoolClient {
         if self.actor.cast(msg).is_err() {
             return Err(self.gone());
         }
-        Ok(Pending {
+        Ok(self.pending(rx, deadline, timeout))
+    }
+
+    fn pending(
+        &self,
+        rx: oneshot::Receiver<Result<Reply, Error>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Pending {
+        Pending {
             rx,
             deadline,
             timeout,
             pool: self.name.clone(),
             failure: self.failure.clone(),
-        })
+        }
     }
 
     /// The error for a pool whose actor is gone: its failure if it failed, else shutting down.
@@ -224,6 +244,7 @@ impl PoolClient {
             session: session.cloned(),
             pin: request.pin,
             detached: false,
+            route: None,
         }
     }
 }

@@ -72,7 +72,8 @@ impl Session {
         };
         let encoded = pool.encode(Some(&session), op::CALL, &body)?;
         // Handed to the pool now: calls reach the pool in the order `call_to` is called.
-        let pending = pool.start(Some(&session), CallOptions::default(), encoded)?;
+        let route = Some(&self.inner.route);
+        let pending = pool.start(Some(&session), route, CallOptions::default(), encoded)?;
         let request = pool.next_request();
         let actor = actor.clone();
         let keep = self.clone(); // the session stays alive until the outcome is delivered

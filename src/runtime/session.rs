@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::client::PoolClient;
 use crate::error::Error;
+use crate::pool::SessionRoute;
 use crate::pool::{Affinity, Placement, PoolMsg};
 use crate::protocol::{
     op, CallBody, ContextBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody, StreamNextBody,
@@ -104,6 +105,8 @@ pub struct Session {
 pub(crate) struct SessionInner {
     pub(crate) pool: Arc<PoolClient>,
     pub(crate) id: Arc<str>,
+    /// Where the session's calls go while its worker is idle (set by the pool).
+    pub(crate) route: Arc<SessionRoute>,
 }
 
 impl Drop for SessionInner {
@@ -160,7 +163,10 @@ impl Session {
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
-        self.inner.pool.request(self.key(), opts, op, body).await
+        self.inner
+            .pool
+            .request(self.key(), Some(&self.inner.route), opts, op, body)
+            .await
     }
 
     /// Calls `module.function(*args, **kwargs)` on the session's worker and decodes the result
@@ -461,7 +467,12 @@ impl Session {
         let n: u64 = self
             .inner
             .pool
-            .send(self.key(), CallOptions::default(), request)
+            .send(
+                self.key(),
+                Some(&self.inner.route),
+                CallOptions::default(),
+                request,
+            )
             .await?;
         Ok(n > 0)
     }
@@ -675,6 +686,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) -> Result<(), Error> {
+        self.inner.route.clear();
         self.inner
             .pool
             .actor

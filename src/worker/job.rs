@@ -4,6 +4,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::pool::SessionRoute;
 use crate::protocol::Incoming;
 
 /// A successful reply: the frame it came in and where its body starts (decoded by the caller).
@@ -68,6 +69,8 @@ pub(crate) struct Job {
     pub(crate) pin: Option<(usize, u64)>,
     /// Runs even when nobody waits for the reply (the release sent when a session is dropped).
     pub(crate) detached: bool,
+    /// The session's route, updated by the pool when it dispatches the job.
+    pub(crate) route: Option<Arc<SessionRoute>>,
 }
 
 impl Job {

@@ -1,14 +1,28 @@
-//! The worker link: the call path, shared by the pool, the worker actor and its reader task.
+//! The worker link: the call path, shared by the pool, the callers, the worker actor and its
+//! reader task.
 //!
-//! A call costs two actor messages: the caller's `PoolMsg::Call`, and `PoolMsg::WorkerIdle` once
-//! the reply is in. The pool writes the request through the link itself, and the reader task
-//! answers the caller straight from the reply frame. The worker actor stays off the call path: it
-//! handles the handshake, heartbeats, deadlines, exits and shutdown, and closes the link when the
-//! worker fails, which answers the call in flight and refuses every later one.
+//! Calls are written to the worker through the link, and the reader task answers the caller
+//! straight from the reply frame. Two ways in:
+//!
+//! * **through the pool** ([`WorkerLink::run`]): the pool routes the call (placement, affinity,
+//!   queueing) and writes it; the reader then tells the pool the worker is idle
+//!   (`PoolMsg::WorkerIdle`, before the caller gets its reply);
+//! * **direct** ([`WorkerLink::run_direct`]): a session whose worker is idle writes its call
+//!   itself, through the route the pool gave it at its last dispatch — no actor message at all.
+//!   Only while the pool's [`DirectGate`] is open (running, nothing queued), so a direct call never
+//!   overtakes a queued one; a busy, closed or stopping worker refuses it and the call goes
+//!   through the pool.
+//!
+//! The link's in-flight slot is the truth about whether the worker is busy. When the pool finds
+//! a worker busy with a direct call, it asks to be told when the worker is idle (`pool_waiting`).
+//! The worker actor stays off the call path: it handles the handshake, heartbeats, deadlines,
+//! exits and shutdown, and closes the link when the worker fails, which answers the call in
+//! flight and refuses every later one.
 //!
 //! Everything that writes to the pipe or touches the call in flight does it under one lock, so
 //! frames never interleave and a reply, a failure and a new call always see one consistent state.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ractor::ActorRef;
@@ -35,6 +49,8 @@ struct Inner {
     stopping: bool,
     next_id: u64,
     in_flight: Option<InFlight>,
+    /// The pool waits for this worker to become idle: the next reply sends `WorkerIdle`.
+    pool_waiting: bool,
 }
 
 impl Inner {
@@ -51,14 +67,40 @@ impl Inner {
 pub(crate) enum Refused {
     /// The link is closed: the worker is gone and its supervision event is on its way.
     Closed(Job),
-    /// The worker is not ready, is stopping, or already runs a call (a routing bug).
+    /// The worker runs a direct call; the pool is told when it is idle.
+    Busy(Job),
+    /// The worker is not ready or is stopping (a routing bug).
     Unavailable(Job),
+}
+
+/// Whether sessions may write calls to their idle worker directly: one per pool, opened and
+/// closed by the pool actor (open while it runs with an empty queue). It counts the direct calls.
+#[derive(Debug, Default)]
+pub(crate) struct DirectGate {
+    open: AtomicBool,
+    calls: AtomicU64,
+}
+
+impl DirectGate {
+    pub(crate) fn set(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Direct calls written so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
 }
 
 /// The shared call path of one worker incarnation.
 pub(crate) struct WorkerLink {
     id: WorkerId,
     pool: ActorRef<PoolMsg>,
+    gate: Arc<DirectGate>,
     deadline: DeadlineTimer,
     max_frame: usize,
     inner: Mutex<Inner>,
@@ -74,6 +116,7 @@ impl WorkerLink {
     pub(super) fn new(
         id: WorkerId,
         pool: ActorRef<PoolMsg>,
+        gate: Arc<DirectGate>,
         writer: RequestChannel,
         deadline: DeadlineTimer,
         max_frame: usize,
@@ -81,6 +124,7 @@ impl WorkerLink {
         Arc::new(WorkerLink {
             id,
             pool,
+            gate,
             deadline,
             max_frame,
             inner: Mutex::new(Inner {
@@ -89,6 +133,7 @@ impl WorkerLink {
                 stopping: false,
                 next_id: 0,
                 in_flight: None,
+                pool_waiting: false,
             }),
         })
     }
@@ -98,7 +143,8 @@ impl WorkerLink {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `job`'s request and makes it the call in flight, timed until its deadline.
+    /// The pool's way in: writes `job`'s request and makes it the call in flight, timed until
+    /// its deadline; the pool is told when the worker is idle again.
     ///
     /// # Errors
     ///
@@ -108,11 +154,36 @@ impl WorkerLink {
         if inner.writer.is_none() {
             return Err(Refused::Closed(job));
         }
-        if !inner.accepting || inner.in_flight.is_some() {
+        if !inner.accepting {
             return Err(Refused::Unavailable(job));
         }
+        inner.pool_waiting = true;
+        if inner.in_flight.is_some() {
+            return Err(Refused::Busy(job));
+        }
+        self.start(inner, job).map_err(Refused::Closed)
+    }
+
+    /// A session's way in: runs `job` only if the pool's gate is open and the worker is ready,
+    /// open and idle.
+    ///
+    /// # Errors
+    ///
+    /// Gives the job back otherwise: it then goes through the pool.
+    pub(crate) fn run_direct(&self, job: Job) -> Result<(), Job> {
+        let inner = self.lock();
+        // Tested under the lock: the pool closes the gate before it looks at in-flight slots.
+        if !self.gate.is_open() || !inner.accepting || inner.in_flight.is_some() {
+            return Err(job);
+        }
+        self.start(inner, job)?;
+        self.gate.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn start(&self, mut inner: MutexGuard<'_, Inner>, job: Job) -> Result<(), Job> {
         let Some(id) = inner.write(job.op, &job.body) else {
-            return Err(Refused::Closed(job));
+            return Err(job);
         };
         inner.in_flight = Some(InFlight {
             id,
@@ -120,6 +191,18 @@ impl WorkerLink {
         });
         self.deadline.arm(id, job.deadline);
         Ok(())
+    }
+
+    /// Whether a call is in flight; if so, the pool is told when the worker is idle again.
+    pub(crate) fn watch_idle(&self) -> bool {
+        let mut inner = self.lock();
+        inner.pool_waiting |= inner.in_flight.is_some();
+        inner.in_flight.is_some()
+    }
+
+    /// Whether a call is in flight.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.lock().in_flight.is_some()
     }
 
     /// Writes a control frame (ping, shutdown); its id, or `None` once the link is closed.
@@ -151,15 +234,13 @@ impl WorkerLink {
         if !matches!(frame.op, op::OK | op::ERROR) {
             return Err(frame);
         }
-        let (call, stopping) = {
+        let (call, notify) = {
             let mut inner = self.lock();
             if inner.in_flight.as_ref().is_none_or(|c| c.id != frame.id) {
                 return Err(frame);
             }
-            (
-                inner.in_flight.take().expect("checked above"),
-                inner.stopping,
-            )
+            let notify = std::mem::take(&mut inner.pool_waiting) && !inner.stopping;
+            (inner.in_flight.take().expect("checked above"), notify)
         };
         self.deadline.disarm();
         let outcome = if frame.op == op::OK {
@@ -169,7 +250,7 @@ impl WorkerLink {
         };
         // The pool learns that the worker is idle before the caller gets its reply, so a caller
         // that calls again at once finds its worker free (not WorkerBusy, not moved).
-        if !stopping {
+        if notify {
             let _ = self.pool.cast(PoolMsg::WorkerIdle {
                 slot: self.id.slot,
                 generation: self.id.generation,

@@ -26,6 +26,15 @@ def state_get(key: str) -> Any:
     return _state[key]
 
 
+_log: list[str] = []
+
+
+def log_append(tag: str) -> list[str]:
+    """Appends ``tag`` to this process's call log; returns the log so far (the order calls ran)."""
+    _log.append(tag)
+    return list(_log)
+
+
 def spam(lines: int, marker: str) -> int:
     """Prints `lines` lines to stdout and to stderr, some without newline flush tricks."""
     for i in range(lines):

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::{Error, LossReason, WorkerId};
 use crate::protocol::ReadyInfo;
@@ -73,7 +74,8 @@ pub(crate) enum PoolMsg {
         slot: usize,
         generation: u64,
     },
-    QueueTimeout(u64),
+    /// The queue timer: time out the calls queued for longer than `queue_timeout`.
+    QueueTimeout,
     ResetSession(Arc<str>),
     /// The last handle of a session was dropped: release it on its worker (best effort).
     CloseSession(Job),
@@ -122,6 +124,8 @@ pub(crate) struct PoolState {
     restarts: u64,
     saturated: u64,
     queue_timeouts: u64,
+    /// A `QueueTimeout` is on its way (one timer for the whole queue, not one per call).
+    queue_timer: bool,
     escalate: bool,
     failure: Arc<OnceLock<Error>>,
     /// Set when the pool gave up and must fail its actor (escalation to a host supervisor).
@@ -188,6 +192,7 @@ impl Actor for Pool {
             restarts: 0,
             saturated: 0,
             queue_timeouts: 0,
+            queue_timer: false,
             escalate,
             failure,
             escalation: None,
@@ -264,15 +269,7 @@ impl Actor for Pool {
                     state.start_worker(&myself, slot).await;
                 }
             }
-            PoolMsg::QueueTimeout(seq) => {
-                if let Some(q) = state.queue.remove(seq) {
-                    state.queue_timeouts += 1;
-                    let _ = q.job.reply.send(Err(Error::QueueTimeout {
-                        pool: state.name.to_string(),
-                        waited: q.enqueued.elapsed(),
-                    }));
-                }
-            }
+            PoolMsg::QueueTimeout => state.expire_queue(&myself),
             PoolMsg::ResetSession(session) => {
                 if let Some(slot) = state.sessions.remove(&session) {
                     state.slots[slot].sessions -= 1;
@@ -640,11 +637,7 @@ impl PoolState {
         affinity: Affinity,
     ) {
         match self.queue.push(job, pin, affinity) {
-            Ok(seq) => {
-                myself.send_after(self.config.queue_timeout, move || {
-                    PoolMsg::QueueTimeout(seq)
-                });
-            }
+            Ok(()) => self.arm_queue_timer(myself),
             Err(job) => {
                 self.saturated += 1;
                 let capacity = self.queue.capacity();
@@ -706,6 +699,35 @@ impl PoolState {
                 ))));
             }
         }
+    }
+
+    /// Arms the queue timer for the oldest queued call, unless it is armed already.
+    fn arm_queue_timer(&mut self, myself: &ActorRef<PoolMsg>) {
+        let Some(oldest) = self.queue.oldest() else {
+            return;
+        };
+        if !self.queue_timer {
+            self.queue_timer = true;
+            let at = oldest + self.config.queue_timeout;
+            myself.send_after(at.saturating_duration_since(Instant::now()), || {
+                PoolMsg::QueueTimeout
+            });
+        }
+    }
+
+    /// Answers the calls queued for `queue_timeout` or longer with `Error::QueueTimeout`, then
+    /// re-arms the timer for the oldest call left.
+    fn expire_queue(&mut self, myself: &ActorRef<PoolMsg>) {
+        self.queue_timer = false;
+        let now = Instant::now();
+        for q in self.queue.expire(now, self.config.queue_timeout) {
+            self.queue_timeouts += 1;
+            let _ = q.job.reply.send(Err(Error::QueueTimeout {
+                pool: self.name.to_string(),
+                waited: now.duration_since(q.enqueued),
+            }));
+        }
+        self.arm_queue_timer(myself);
     }
 
     /// Gives an idle `slot` the oldest queued calls it may run, until one runs.

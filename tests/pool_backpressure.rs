@@ -162,3 +162,51 @@ async fn a_worker_stuck_past_deadline_and_grace_is_killed_and_replaced() {
     assert!(!support::alive(pid));
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn queued_calls_leave_no_timer_task_behind_once_answered() {
+    let rt = runtime(vec![pool("qtimers")
+        .size(1)
+        .queue_timeout(Duration::from_secs(600))])
+    .await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let gate = Gate::new("qtimers");
+    let busy = {
+        let (rt, path) = (rt.clone(), gate.path.clone());
+        tokio::spawn(async move {
+            rt.call::<u32>("qtimers", "pyvisor_fixtures", "gate", &(path,), &())
+                .await
+        })
+    };
+    gate.wait_started().await;
+    let before = tasks();
+    let callers: Vec<_> = (0..100)
+        .map(|_| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                rt.call::<u32>("qtimers", "pyvisor_fixtures", "pid", &(), &())
+                    .await
+            })
+        })
+        .collect();
+    eventually("100 queued calls", || async {
+        (rt.stats().await[0].queued == 100).then_some(())
+    })
+    .await;
+    gate.open();
+    busy.await.unwrap().unwrap();
+    for caller in callers {
+        caller.await.unwrap().unwrap();
+    }
+    let after = tasks();
+    assert!(
+        after < before + 10,
+        "{before} tasks alive before 100 queued calls, {after} after they were answered: \
+         a timer task per queued call outlives it"
+    );
+    rt.shutdown().await;
+}

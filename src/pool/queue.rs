@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -8,7 +9,6 @@ use crate::worker::Job;
 /// A call waiting for a worker.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    pub(crate) seq: u64,
     pub(crate) job: Job,
     pub(crate) enqueued: Instant,
     /// `Some(slot)`: only that slot may run it (strict affinity).
@@ -21,7 +21,6 @@ pub(crate) struct Queued {
 pub(crate) struct Queue {
     items: VecDeque<Queued>,
     capacity: usize,
-    next_seq: u64,
 }
 
 impl Queue {
@@ -29,7 +28,6 @@ impl Queue {
         Queue {
             items: VecDeque::new(),
             capacity,
-            next_seq: 0,
         }
     }
 
@@ -47,20 +45,18 @@ impl Queue {
         job: Job,
         pin: Option<usize>,
         affinity: Affinity,
-    ) -> Result<u64, Job> {
+    ) -> Result<(), Job> {
         self.items.retain(|q| !q.job.abandoned());
         if self.items.len() >= self.capacity {
             return Err(job);
         }
-        self.next_seq += 1;
         self.items.push_back(Queued {
-            seq: self.next_seq,
             job,
             enqueued: Instant::now(),
             pin,
             affinity,
         });
-        Ok(self.next_seq)
+        Ok(())
     }
 
     /// The oldest job `slot` may run. Jobs whose caller gave up are dropped on the way.
@@ -73,9 +69,20 @@ impl Queue {
         self.items.remove(at)
     }
 
-    pub(crate) fn remove(&mut self, seq: u64) -> Option<Queued> {
-        let at = self.items.iter().position(|q| q.seq == seq)?;
-        self.items.remove(at)
+    /// Removes and returns the jobs queued for `timeout` or longer at `now` (the oldest are at
+    /// the front: jobs are queued in time order and removals keep the order).
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Queued> {
+        let stale = self
+            .items
+            .iter()
+            .take_while(|q| q.enqueued + timeout <= now)
+            .count();
+        self.items.drain(..stale).collect()
+    }
+
+    /// When the oldest queued job was queued.
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.items.front().map(|q| q.enqueued)
     }
 
     /// Removes and returns the jobs pinned to `slot`.

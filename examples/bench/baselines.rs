@@ -1,8 +1,10 @@
 //! The Python baselines: runs `examples/python/bench/baselines.py` (multiprocessing `Pool.apply`,
-//! `ProcessPoolExecutor`, Ray actors when `import ray` works) and attaches its figures to the rows.
+//! `ProcessPoolExecutor`, Ray actors when `import ray` works, with the interpreter named by
+//! `PYVISOR_BENCH_RAY_PYTHON` if set) and attaches its figures to the rows.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cli::Opts;
@@ -11,21 +13,46 @@ use crate::placement::{set_affinity, Placement};
 use crate::report::Report;
 use crate::THROUGHPUT_SESSIONS;
 
+/// Where Ray is measured when it is not installed in the workers' venv (it must never become a
+/// dependency): the path of another interpreter that has `ray`, e.g. a throw-away venv.
+const RAY_PYTHON: &str = "PYVISOR_BENCH_RAY_PYTHON";
+
 /// Runs examples/python/bench/baselines.py and attaches its figures to the rows.
 pub fn baselines(env: &Env, opts: &Opts, place: &Placement, rep: &mut Report) {
     eprintln!("[baselines] multiprocessing, ProcessPoolExecutor, Ray");
-    let out = match command(env, opts, place).output() {
+    let mut got = Figures::new();
+    let mut only = selected(opts);
+    let ray_python = std::env::var_os(RAY_PYTHON).map(PathBuf::from);
+    let ray_apart = ray_python.is_some() && only.contains(&"ray");
+    if ray_apart {
+        only.retain(|w| *w != "ray");
+    }
+    let cmd = command(&env.python, env, opts, place, &only);
+    run(cmd, "baselines.py", rep, &mut got);
+    if let (true, Some(python)) = (ray_apart, ray_python) {
+        rep.notes.push(format!(
+            "Ray measured with {} ({RAY_PYTHON})",
+            python.display()
+        ));
+        let cmd = command(&python, env, opts, place, &["ray"]);
+        run(cmd, "baselines.py (Ray)", rep, &mut got);
+    }
+    attach(rep, &got);
+}
+
+/// Runs one baselines.py command and collects its figures and notes.
+fn run(mut cmd: Command, what: &str, rep: &mut Report, got: &mut Figures) {
+    let out = match cmd.output() {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
-            rep.notes.push(format!("baselines.py failed: {}", o.status));
+            rep.notes.push(format!("{what} failed: {}", o.status));
             return;
         }
         Err(e) => {
-            rep.notes.push(format!("baselines.py could not run: {e}"));
+            rep.notes.push(format!("{what} could not run: {e}"));
             return;
         }
     };
-    let mut got = Figures::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let parts: Vec<&str> = line.splitn(3, '\t').collect();
         match parts.as_slice() {
@@ -38,20 +65,10 @@ pub fn baselines(env: &Env, opts: &Opts, place: &Placement, rep: &mut Report) {
             _ => {}
         }
     }
-    attach(rep, &got);
 }
 
-/// The script with the workloads `--only` selects, started unpinned.
-fn command(env: &Env, opts: &Opts, place: &Placement) -> Command {
-    let mut cmd = Command::new(&env.python);
-    cmd.arg(env.bench_dir.join("baselines.py"))
-        .args(["--pin", opts.pin.name(), "--reps", &opts.reps.to_string()])
-        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        .env("PYTHONPATH", &env.bench_dir)
-        .stderr(Stdio::inherit());
-    if opts.smoke {
-        cmd.arg("--smoke");
-    }
+/// The script's workloads that `--only` selects.
+fn selected(opts: &Opts) -> Vec<&'static str> {
     let mut only = Vec::new();
     for w in ["start", "dspy", "restart"] {
         if opts.runs(w) || opts.runs("baselines") {
@@ -61,6 +78,20 @@ fn command(env: &Env, opts: &Opts, place: &Placement) -> Command {
     if opts.runs("small") || opts.runs("throughput") || opts.runs("bytes") || opts.runs("baselines")
     {
         only.extend(["pool", "ppe", "ray"]);
+    }
+    only
+}
+
+/// The script run by `python` with the workloads `only`, started unpinned.
+fn command(python: &Path, env: &Env, opts: &Opts, place: &Placement, only: &[&str]) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(env.bench_dir.join("baselines.py"))
+        .args(["--pin", opts.pin.name(), "--reps", &opts.reps.to_string()])
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("PYTHONPATH", &env.bench_dir)
+        .stderr(Stdio::inherit());
+    if opts.smoke {
+        cmd.arg("--smoke");
     }
     cmd.args(["--only", &only.join(",")]);
     // The script pins itself (after its start-to-ready part): let it start unpinned.

@@ -88,7 +88,7 @@ impl Opts {
                 "-h" | "--help" => {
                     println!(
                         "bench [--smoke] [--pin same|split|none] [--json FILE] [--reps N] \
-                         [--only start,dspy,small,throughput,bytes,ndarray,restart,routing,baselines] \
+                         [--only start,dspy,small,throughput,bytes,ndarray,restart,template,routing,baselines] \
                          [--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions N] [--worker-dir DIR]"
                     );
                     std::process::exit(0);
@@ -123,6 +123,15 @@ pub struct Sizes {
     pub dspy_ns: Vec<usize>,
     pub start_reps: usize,
     pub kills: usize,
+    /// Template launch mode (`template`): the module preloaded by the template and by the
+    /// spawned workers it is compared with.
+    pub template_preload: &'static str,
+    /// Pool sizes of its start rows (the floor of the largest runs once).
+    pub template_ns: Vec<usize>,
+    /// SIGKILLs of its restart row.
+    pub template_kills: usize,
+    /// Pool size of its memory row.
+    pub template_mem_n: usize,
     pub routing: Vec<usize>,
     pub routing_sample: usize,
 }
@@ -140,6 +149,10 @@ impl Sizes {
                 dspy_ns: vec![],
                 start_reps: 1,
                 kills: 2,
+                template_preload: "json",
+                template_ns: vec![2],
+                template_kills: 1,
+                template_mem_n: 2,
                 routing: vec![10, 1000],
                 routing_sample: 200,
             }
@@ -154,6 +167,10 @@ impl Sizes {
                 dspy_ns: vec![2, 8],
                 start_reps: 3,
                 kills: 10,
+                template_preload: "dspy",
+                template_ns: vec![2, 8, 32],
+                template_kills: 5,
+                template_mem_n: 8,
                 routing: vec![10, 1_000, 100_000],
                 routing_sample: 10_000,
             }

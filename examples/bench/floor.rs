@@ -154,7 +154,13 @@ impl Drop for Floor {
 
 /// A floor worker that has answered its handshake and 200 warm-up calls, pinned.
 pub fn floor_ready(env: &Env, place: &Placement, slot: usize) -> Floor {
-    let mut f = Floor::spawn(env, slot, "").unwrap_or_else(|e| die(&format!("floor spawn: {e}")));
+    floor_preloaded(env, place, slot, "")
+}
+
+/// [`floor_ready`], the worker importing `preload` (`PYVISOR_PRELOAD`) before its handshake.
+pub fn floor_preloaded(env: &Env, place: &Placement, slot: usize, preload: &str) -> Floor {
+    let mut f =
+        Floor::spawn(env, slot, preload).unwrap_or_else(|e| die(&format!("floor spawn: {e}")));
     place.pin_worker(f.pid);
     f.wait_ready()
         .unwrap_or_else(|e| die(&format!("floor handshake: {e}")));

@@ -30,10 +30,10 @@
 //! `PYTHONPATH` to measure a patched `pyvisor_worker`. Results and findings: `docs/benchmarks.md`.
 //!
 //! Layout: `cli` (options, sizes), `env` (interpreter, pools), `placement` (CPU pinning), `proc`
-//! (host RSS and CPU), `floor` (the raw pipe peer), `stats` (percentiles, repetitions), the
-//! workloads (`small`, `throughput`, `payloads`, `routing`: pyvisor against the floor; `startup`,
-//! `restart`; `baselines`: the Python pools), `profile` (`--loop`), `meta` and `report` (markdown,
-//! JSON).
+//! (host RSS and CPU, worker private memory), `floor` (the raw pipe peer), `stats` (percentiles,
+//! repetitions), the workloads (`small`, `throughput`, `payloads`, `routing`: pyvisor against the
+//! floor; `startup`, `restart`; `template`: the template launch mode; `baselines`: the Python
+//! pools), `profile` (`--loop`), `meta` and `report` (markdown, JSON).
 
 mod baselines;
 mod cli;
@@ -50,6 +50,7 @@ mod routing;
 mod small;
 mod startup;
 mod stats;
+mod template;
 mod throughput;
 
 use std::time::Instant;
@@ -118,7 +119,7 @@ fn run_workloads(b: &Bench, opts: &Opts, rep: &mut Report) {
         startup::start(b, &sz.dspy_ns, "dspy", sz.start_reps.min(2), rep);
     }
     type Workload<'a> = &'a dyn Fn(&mut Report);
-    let workloads: [(&str, Workload); 6] = [
+    let workloads: [(&str, Workload); 7] = [
         ("small", &|rep: &mut Report| small::small(b, reps, rep)),
         ("throughput", &|rep: &mut Report| {
             throughput::throughput(b, reps, rep)
@@ -130,6 +131,9 @@ fn run_workloads(b: &Bench, opts: &Opts, rep: &mut Report) {
             payloads::ndarray(b, reps, rep)
         }),
         ("restart", &|rep: &mut Report| restart::restart(b, rep)),
+        ("template", &|rep: &mut Report| {
+            template::template(b, reps, rep)
+        }),
         ("routing", &|rep: &mut Report| routing::routing(b, rep)),
     ];
     for (name, run) in workloads {

@@ -1,4 +1,5 @@
-//! The host process as the kernel sees it: resident memory, allowed CPUs, CPU time.
+//! Processes as the kernel sees them: the host's resident memory and CPU time, allowed CPUs, a
+//! worker's private memory.
 
 /// The value of `key` in `/proc/<pid>/status` (`pid` may be `self`), trimmed.
 fn status_field(pid: &str, key: &str) -> Option<String> {
@@ -33,4 +34,22 @@ pub fn usage() -> (f64, f64, f64) {
         ru.ru_nvcsw as f64,
         ru.ru_nivcsw as f64,
     )
+}
+
+/// The sum of the `keys` fields (`"Rss:"`) of `/proc/<pid>/smaps_rollup`, in KiB; `None` when
+/// the file cannot be read.
+pub fn smaps_kib(pid: u32, keys: &[&str]) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib = rollup
+        .lines()
+        .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    Some(kib)
+}
+
+/// Memory only process `pid` maps (`Private_Clean` + `Private_Dirty`), in KiB. Pages shared
+/// copy-on-write with a parent (a template) or its other children are not private until written.
+pub fn private_kib(pid: u32) -> Option<f64> {
+    smaps_kib(pid, &["Private_Clean:", "Private_Dirty:"])
 }

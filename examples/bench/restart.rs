@@ -1,6 +1,6 @@
 //! Restart latency: SIGKILL the worker of a 1-worker pool, then time until a call in a fresh
 //! session succeeds (default backoff and `backoff_initial(1 ms)`); the floor kills, reaps,
-//! spawns, handshakes and calls.
+//! spawns, handshakes and calls. `template` reuses the helpers with a preload and a launch mode.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pyvisor::{Event, PoolConfig};
 
 use crate::env::Bench;
-use crate::floor::{floor_ready, Floor};
+use crate::floor::{floor_preloaded, Floor};
 use crate::report::{fmt_num, Better, Report};
 use crate::stats::median;
 use crate::SMALL_ARG;
@@ -19,45 +19,63 @@ enum Seen {
     Restarted,
 }
 
+/// Medians over the SIGKILLs of one pool, in ms, and how many restarted workers were forked.
+pub struct Restarts {
+    /// Kill → a call in a fresh session succeeds.
+    pub total: f64,
+    /// Kill → `Event::WorkerExited`.
+    pub exited: f64,
+    /// Kill → `Event::WorkerRestarted`.
+    pub restarted: f64,
+    /// Restarted workers forked from a template (`WorkerStats::forked`), out of the kills.
+    pub forked: usize,
+}
+
 pub fn restart(b: &Bench, rep: &mut Report) {
-    eprintln!("[restart] {} SIGKILLs", b.sz.kills);
-    let floor_ms = median(floor_restarts(b));
+    let kills = b.sz.kills;
+    eprintln!("[restart] {kills} SIGKILLs");
+    let floor_ms = median(floor_restarts(b, "", kills));
     for (backoff, label) in [
         (None, "default backoff (50 ms)"),
         (Some(Duration::from_millis(1)), "backoff_initial 1 ms"),
     ] {
-        let mut cfg = b
-            .env
-            .pool("restart", 1)
-            .max_restarts(100_000)
-            .restart_window(Duration::from_secs(1));
+        let mut cfg = restart_pool(b);
         if let Some(backoff) = backoff {
             cfg = cfg.backoff_initial(backoff);
         }
-        let (total, exited, restarted) = pyvisor_restarts(b, cfg);
+        let r = pyvisor_restarts(b, cfg, kills);
         rep.row(
             format!("restart after SIGKILL → next call OK (fresh session), {label}"),
             "ms",
-            Some(total),
+            Some(r.total),
             Some(floor_ms),
             Better::Lower,
         )
         .note = format!(
             "kill → WorkerExited event {} ms, → WorkerRestarted {} ms; floor = kill, reap, spawn, handshake, call",
-            fmt_num(exited),
-            fmt_num(restarted)
+            fmt_num(r.exited),
+            fmt_num(r.restarted)
         );
     }
 }
 
-/// ms of each floor restart: kill, reap, spawn, handshake, first call.
-fn floor_restarts(b: &Bench) -> Vec<f64> {
+/// The 1-worker pool every restart measurement kills (restarts never exhaust its budget).
+pub fn restart_pool(b: &Bench) -> PoolConfig {
+    b.env
+        .pool("restart", 1)
+        .max_restarts(100_000)
+        .restart_window(Duration::from_secs(1))
+}
+
+/// ms of each of `kills` floor restarts: kill, reap, spawn (importing `preload`), handshake,
+/// first call.
+pub fn floor_restarts(b: &Bench, preload: &str, kills: usize) -> Vec<f64> {
     let mut floor_ms = Vec::new();
-    let mut f = floor_ready(b.env, b.place, 0);
-    for _ in 0..b.sz.kills {
+    let mut f = floor_preloaded(b.env, b.place, 0, preload);
+    for _ in 0..kills {
         let t0 = Instant::now();
         f.kill();
-        let mut nf = Floor::spawn(b.env, 0, "").unwrap();
+        let mut nf = Floor::spawn(b.env, 0, preload).unwrap();
         b.place.pin_worker(nf.pid);
         nf.wait_ready().unwrap();
         nf.sqrt().unwrap();
@@ -67,10 +85,10 @@ fn floor_restarts(b: &Bench) -> Vec<f64> {
     floor_ms
 }
 
-/// Medians of (kill → next call OK, kill → `WorkerExited`, kill → `WorkerRestarted`), in ms,
-/// over `kills` SIGKILLs of the worker of a pool configured by `cfg`.
-fn pyvisor_restarts(b: &Bench, cfg: PoolConfig) -> (f64, f64, f64) {
-    let (env, place, kills) = (b.env, b.place, b.sz.kills);
+/// [`Restarts`] over `kills` SIGKILLs of the worker of the 1-worker pool `cfg`.
+pub fn pyvisor_restarts(b: &Bench, cfg: PoolConfig, kills: usize) -> Restarts {
+    let (env, place) = (b.env, b.place);
+    let pool = cfg.name.clone();
     b.rt.block_on(async move {
         let prt = env.runtime(cfg).await;
         let seen: Arc<Mutex<Vec<(Instant, Seen)>>> = Arc::default();
@@ -87,11 +105,12 @@ fn pyvisor_restarts(b: &Bench, cfg: PoolConfig) -> (f64, f64, f64) {
             }
         });
         let (mut total, mut exited, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut forked = 0;
         for k in 0..kills {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let pid = prt.stats().await[0].workers[0].pid.expect("worker pid");
             place.pin_worker(pid);
-            let warm = prt.session("restart", format!("w{k}")).unwrap();
+            let warm = prt.session(&pool, format!("w{k}")).unwrap();
             let _: f64 = warm.call("math", "sqrt", &(SMALL_ARG,), &()).await.unwrap();
             seen.lock().unwrap().clear();
             let t0 = Instant::now();
@@ -100,7 +119,7 @@ fn pyvisor_restarts(b: &Bench, cfg: PoolConfig) -> (f64, f64, f64) {
             let mut i = 0;
             loop {
                 i += 1;
-                let s = prt.session("restart", format!("k{k}-{i}")).unwrap();
+                let s = prt.session(&pool, format!("k{k}-{i}")).unwrap();
                 if s.call::<f64>("math", "sqrt", &(SMALL_ARG,), &())
                     .await
                     .is_ok()
@@ -116,9 +135,15 @@ fn pyvisor_restarts(b: &Bench, cfg: PoolConfig) -> (f64, f64, f64) {
                     Seen::Restarted => restarted.push(ms),
                 }
             }
+            forked += usize::from(prt.stats().await[0].workers[0].forked);
         }
         prt.shutdown().await;
         watcher.abort();
-        (median(total), median(exited), median(restarted))
+        Restarts {
+            total: median(total),
+            exited: median(exited),
+            restarted: median(restarted),
+            forked,
+        }
     })
 }

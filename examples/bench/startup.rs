@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use pyvisor::PoolConfig;
+
 use crate::env::Bench;
 use crate::floor::Floor;
 use crate::proc::vm_rss_kib;
@@ -19,7 +21,7 @@ pub fn start(b: &Bench, ns: &[usize], preload: &str, reps: usize, rep: &mut Repo
             let (ms, kib) = floor_start(b, n, preload);
             r.add("floor", ms);
             r.add("floor_rss", kib);
-            let (ms, kib) = pyvisor_start(b, n, preload);
+            let (ms, kib, _) = pyvisor_start(b, start_pool(b, n, preload));
             r.add("pyvisor", ms);
             r.add("pyvisor_rss", kib);
         }
@@ -47,7 +49,7 @@ pub fn start(b: &Bench, ns: &[usize], preload: &str, reps: usize, rep: &mut Repo
 }
 
 /// (ms until `n` floor workers have all sent READY, host KiB of RSS per worker).
-fn floor_start(b: &Bench, n: usize, preload: &str) -> (f64, f64) {
+pub fn floor_start(b: &Bench, n: usize, preload: &str) -> (f64, f64) {
     let rss0 = vm_rss_kib();
     let t0 = Instant::now();
     let mut floors: Vec<Floor> = (0..n)
@@ -60,22 +62,37 @@ fn floor_start(b: &Bench, n: usize, preload: &str) -> (f64, f64) {
     (ms, (vm_rss_kib() - rss0) / n as f64)
 }
 
-/// (ms from `Runtime::builder()` to `wait_ready()` with a pool of `n`, host KiB per worker).
-fn pyvisor_start(b: &Bench, n: usize, preload: &str) -> (f64, f64) {
-    let mut cfg = b
+/// A pool of `n` workers importing `preload` (none when empty) before their handshake.
+pub fn start_pool(b: &Bench, n: usize, preload: &str) -> PoolConfig {
+    let cfg = b
         .env
         .pool("start", n)
         .startup_timeout(Duration::from_secs(120));
-    if !preload.is_empty() {
-        cfg = cfg.preload(preload);
+    if preload.is_empty() {
+        cfg
+    } else {
+        cfg.preload(preload)
     }
+}
+
+/// (ms from `Runtime::builder()` to `wait_ready()` of the pool `cfg`, host KiB per worker,
+/// workers forked from a template).
+pub fn pyvisor_start(b: &Bench, cfg: PoolConfig) -> (f64, f64, usize) {
+    let n = cfg.size;
     b.rt.block_on(async move {
         let rss0 = vm_rss_kib();
         let t0 = Instant::now();
         let prt = b.env.runtime(cfg).await;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         let kib = (vm_rss_kib() - rss0) / n as f64;
+        let forked = prt
+            .stats()
+            .await
+            .iter()
+            .flat_map(|p| &p.workers)
+            .filter(|w| w.forked)
+            .count();
         prt.shutdown().await;
-        (ms, kib)
+        (ms, kib, forked)
     })
 }

@@ -15,7 +15,7 @@ use crate::THROUGHPUT_SESSIONS;
 
 /// Where Ray is measured when it is not installed in the workers' venv (it must never become a
 /// dependency): the path of another interpreter that has `ray`, e.g. a throw-away venv.
-const RAY_PYTHON: &str = "PYVISOR_BENCH_RAY_PYTHON";
+pub const RAY_PYTHON: &str = "PYVISOR_BENCH_RAY_PYTHON";
 
 /// Runs examples/python/bench/baselines.py and attaches its figures to the rows.
 pub fn baselines(env: &Env, opts: &Opts, place: &Placement, rep: &mut Report) {

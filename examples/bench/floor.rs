@@ -167,6 +167,6 @@ pub fn floor_preloaded(env: &Env, place: &Placement, slot: usize, preload: &str)
     for _ in 0..200 {
         f.sqrt().unwrap();
     }
-    place.pin_worker(f.pid); // the I/O thread exists now
+    place.pin_worker(f.pid); // the watch thread exists now
     f
 }

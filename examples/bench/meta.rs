@@ -90,6 +90,20 @@ pub fn meta(env: &Env, opts: &Opts, place: &Placement) -> BTreeMap<String, Strin
             ],
         ),
     );
+    if let Some(ray) = std::env::var_os(crate::baselines::RAY_PYTHON) {
+        let ray = std::path::PathBuf::from(ray);
+        let version = sh(
+            ray.to_str().unwrap_or("python"),
+            &[
+                "-c",
+                "import sys, ray; print(sys.version.split()[0], 'ray', ray.__version__)",
+            ],
+        );
+        m.insert(
+            "ray interpreter".into(),
+            format!("{} ({version})", ray.display()),
+        );
+    }
     m.insert(
         "placement".into(),
         format!("{} ({})", place.mode.name(), place.note),

@@ -78,7 +78,7 @@ impl Placement {
         if self.mode == Pin::None {
             return;
         }
-        // The worker starts its I/O thread right after the handshake: give it a moment, so that
+        // The worker starts its watch thread right after the handshake: give it a moment, so that
         // every thread of the worker is in /proc/<pid>/task when we pin.
         tokio::time::sleep(Duration::from_millis(30)).await;
         for pool in rt.stats().await {

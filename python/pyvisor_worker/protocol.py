@@ -3,7 +3,7 @@
 A frame is a big-endian ``u32`` payload length followed by the payload, one MessagePack value
 ``[op, id, body]``. Reading and writing go straight to the pipe fds with ``os.read`` and
 ``os.writev`` (header and body in one call, never joined into a copy); writes are serialised by
-a lock so that the I/O thread (``PONG``) and the interpreter thread (``OK``/``ERROR``) never
+a lock so that the watch thread (``PONG``) and the interpreter thread (``OK``/``ERROR``) never
 interleave their frames.
 """
 
@@ -132,7 +132,7 @@ def _envelope_uint(payload: bytes, pos: int, what: str) -> Tuple[int, int]:
 def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
     """Split a frame payload into ``(op, id, body bytes)`` without decoding the body.
 
-    The I/O thread uses this: bodies are decoded on the interpreter thread, where refs are
+    The channel reader uses this: bodies are decoded on the interpreter thread, where refs are
     resolved in order. Raises ``ProtocolError`` unless the payload starts with a three-element
     array header, a non-negative integer op and id, and has at least one byte of body.
     """

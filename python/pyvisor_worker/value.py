@@ -270,7 +270,7 @@ class _Packers(threading.local):
     A ``Packer`` mallocs a 256 KiB buffer when it is made, and ``msgpack.packb`` makes one per
     call: a worker that did so for every reply paid fresh pages on every call
     (``docs/benchmarks.md``, finding 1). Packers are therefore kept and reused: per thread, so
-    that the interpreter thread and the I/O thread never share one, and one per pack in
+    that the interpreter thread and the watch thread never share one, and one per pack in
     progress, because a ``default`` hook that packs again (a tuple inside a tuple) must not
     write into the buffer of the pack that called it.
     """

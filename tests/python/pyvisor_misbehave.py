@@ -4,7 +4,7 @@ The functions here are ordinary user code called through the public API, but the
 protocol channel behind the worker's back: ``PYVISOR_FD_OUT`` is the fd the worker writes its
 replies to. Every frame forged here is written with one ``os.write`` of fewer than ``PIPE_BUF``
 bytes, which POSIX makes atomic on a pipe, so a forged frame never interleaves with a ``PONG`` the
-I/O thread writes at the same moment: the host sees exactly the misbehaviour under test.
+watch thread writes at the same moment: the host sees exactly the misbehaviour under test.
 
 After breaking the channel most functions *block* instead of returning, so that what ends them is
 the host killing the process, not the function finishing. Blocking is bounded (``BLOCK_SECONDS``)
@@ -127,7 +127,7 @@ def leak_then_block(megabytes: int, marker: str) -> None:
 
 def hang_in_c_holding_the_gil(marker: str) -> None:
     """Writes ``marker``, then calls ``pause(2)`` through ``ctypes.PyDLL``, which does not release
-    the GIL: the I/O thread can no longer answer pings."""
+    the GIL: the watch thread can no longer answer pings."""
     import ctypes
 
     with open(marker, "w") as f:

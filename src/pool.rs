@@ -50,15 +50,7 @@ pub(crate) enum PoolMsg {
         job: Job,
         affinity: Option<Affinity>,
     },
-    WorkerReady {
-        slot: usize,
-        generation: u64,
-        pid: u32,
-        forked: bool,
-        info: ReadyInfo,
-        /// The worker's call path: the pool writes its calls through it.
-        link: Arc<WorkerLink>,
-    },
+    WorkerReady(WorkerReady),
     TemplateReady {
         generation: u64,
         pid: u32,
@@ -84,6 +76,18 @@ pub(crate) enum PoolMsg {
     WaitReady(oneshot::Sender<Result<(), Error>>),
     Shutdown(oneshot::Sender<()>),
     DrainOver,
+}
+
+/// A worker's handshake is done.
+#[derive(Debug)]
+pub(crate) struct WorkerReady {
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+    pub(crate) pid: u32,
+    pub(crate) forked: bool,
+    pub(crate) info: ReadyInfo,
+    /// The worker's call path: the pool writes its calls through it.
+    pub(crate) link: Arc<WorkerLink>,
 }
 
 pub(crate) struct PoolArgs {
@@ -246,14 +250,7 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PoolMsg::Call { job, affinity } => state.admit(&myself, job, affinity),
-            PoolMsg::WorkerReady {
-                slot,
-                generation,
-                pid,
-                forked,
-                info,
-                link,
-            } => state.on_ready(&myself, slot, generation, pid, forked, info, link),
+            PoolMsg::WorkerReady(ready) => state.on_ready(&myself, ready),
             PoolMsg::TemplateReady { generation, pid } => {
                 state.on_template_ready(&myself, generation, pid).await
             }
@@ -414,17 +411,15 @@ impl PoolState {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_ready(
-        &mut self,
-        myself: &ActorRef<PoolMsg>,
-        slot: usize,
-        generation: u64,
-        pid: u32,
-        forked: bool,
-        info: ReadyInfo,
-        link: Arc<WorkerLink>,
-    ) {
+    fn on_ready(&mut self, myself: &ActorRef<PoolMsg>, ready: WorkerReady) {
+        let WorkerReady {
+            slot,
+            generation,
+            pid,
+            forked,
+            info,
+            link,
+        } = ready;
         if self.slots[slot].generation != generation || !self.accepting_workers() {
             return;
         }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::{Error, LossReason, PythonError, WorkerId};
-use crate::pool::PoolMsg;
+use crate::pool::{PoolMsg, WorkerReady};
 use crate::protocol::{op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
 use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
 use crate::template::{self, TemplateLink};
@@ -340,14 +340,14 @@ fn on_frame(
             state.link.accept();
             tracing::debug!(worker = %state.id, pid = state.pid, python = %info.python, "worker ready");
             myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
-            let _ = state.pool.cast(PoolMsg::WorkerReady {
+            let _ = state.pool.cast(PoolMsg::WorkerReady(WorkerReady {
                 slot: state.id.slot,
                 generation: state.id.generation,
                 pid: state.pid,
                 forked: state.forked,
                 info,
                 link: state.link.clone(),
-            });
+            }));
         }
         op::PONG if state.ping.is_some_and(|(id, _)| id == frame.id) => state.ping = None,
         other => {

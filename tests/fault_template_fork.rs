@@ -5,9 +5,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use pyvisor::{Affinity, Error, LaunchMode, PoolConfig, PoolStats, Runtime};
+use pyvisor::{Affinity, Error, LaunchMode, PoolConfig};
 use support::events::{label, until};
-use support::{alive, pool, runtime, signal, Gate};
+use support::{alive, pool, runtime, signal, stats_of, Gate};
 
 /// A template pool preloading numpy (a real extension module with its own RNG).
 fn template_pool(name: &str, size: usize) -> PoolConfig {
@@ -15,14 +15,6 @@ fn template_pool(name: &str, size: usize) -> PoolConfig {
         .size(size)
         .affinity(Affinity::StrictQueue)
         .launch(LaunchMode::template(["numpy"]))
-}
-
-async fn stats_of(rt: &Runtime, name: &str) -> PoolStats {
-    rt.stats()
-        .await
-        .into_iter()
-        .find(|p| p.name == name)
-        .expect("pool exists")
 }
 
 /// Field `n` (1-based, after the command name) of `/proc/<pid>/stat`.

@@ -5,16 +5,8 @@
 
 mod support;
 
-use pyvisor::{Affinity, Error, PoolStats, Runtime};
-use support::{eventually, pool, runtime, signal, Gate};
-
-async fn stats_of(rt: &Runtime, name: &str) -> PoolStats {
-    rt.stats()
-        .await
-        .into_iter()
-        .find(|p| p.name == name)
-        .expect("pool exists")
-}
+use pyvisor::{Affinity, Error};
+use support::{eventually, pool, runtime, signal, stats_of, Gate};
 
 #[tokio::test]
 async fn a_session_on_an_idle_worker_calls_it_directly_after_its_first_call() {
@@ -106,13 +98,7 @@ async fn shutdown_lets_a_direct_call_in_flight_finish() {
     let s = rt.session("drain", "s1").unwrap();
     let _: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
     let gate = Gate::new("drain");
-    let call = {
-        let (s, path) = (s.clone(), gate.path.clone());
-        tokio::spawn(async move {
-            s.call::<u32>("pyvisor_fixtures", "gate", &(path,), &())
-                .await
-        })
-    };
+    let call = gate.spawn_call(&s);
     gate.wait_started().await;
     assert_eq!(stats_of(&rt, "drain").await.direct_calls, 1);
     let shutdown = {
@@ -149,13 +135,7 @@ async fn a_worker_killed_under_a_direct_call_fails_it_and_never_serves_the_sessi
         .await
         .unwrap();
     let gate = Gate::new("killdirect");
-    let call = {
-        let (s, path) = (s.clone(), gate.path.clone());
-        tokio::spawn(async move {
-            s.call::<u32>("pyvisor_fixtures", "gate", &(path,), &())
-                .await
-        })
-    };
+    let call = gate.spawn_call(&s);
     gate.wait_started().await;
     assert_eq!(stats_of(&rt, "killdirect").await.direct_calls, 1);
     signal(pid, libc::SIGKILL);

@@ -7,7 +7,17 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pyvisor::{PoolConfig, Runtime};
+use pyvisor::{Error, PoolConfig, PoolStats, Runtime, Session};
+use tokio::task::JoinHandle;
+
+/// The stats of pool `name`.
+pub async fn stats_of(rt: &Runtime, name: &str) -> PoolStats {
+    rt.stats()
+        .await
+        .into_iter()
+        .find(|p| p.name == name)
+        .expect("pool exists")
+}
 
 /// Upper bound of every wait in the tests: a failure guard, never a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -117,6 +127,13 @@ impl Gate {
             std::path::Path::new(&marker).exists().then_some(())
         })
         .await;
+    }
+
+    /// Starts `pyvisor_fixtures.gate` on `session` in a task (it returns the worker's pid once
+    /// the gate is opened).
+    pub fn spawn_call(&self, session: &Session) -> JoinHandle<Result<u32, Error>> {
+        let (s, path) = (session.clone(), self.path.clone());
+        tokio::spawn(async move { s.call("pyvisor_fixtures", "gate", &(path,), &()).await })
     }
 
     pub fn open(&self) {

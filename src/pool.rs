@@ -32,7 +32,7 @@ use crate::worker::{
 
 pub use config::{Affinity, PoolConfig};
 pub use launch::LaunchMode;
-pub(crate) use route::SessionRoute;
+pub(crate) use route::{RouteTicket, SessionRoute};
 pub use stats::{Placement, PoolStats, PoolStatus, WorkerStats};
 
 use queue::{Queue, Queued};
@@ -210,6 +210,7 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped from outside (a host supervisor stopping its tree) rather than by `shutdown`:
         // drain the workers ourselves and wait until their processes are gone.
+        state.spec.gate.set(false);
         let template = state.stop_template();
         let workers: Vec<_> = state
             .slots
@@ -250,7 +251,7 @@ impl Actor for Pool {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PoolMsg::Call { job, affinity } => state.admit(&myself, job, affinity),
-            PoolMsg::WorkerReady(ready) => state.on_ready(&myself, ready),
+            PoolMsg::WorkerReady(ready) => state.on_ready(ready),
             PoolMsg::TemplateReady { generation, pid } => {
                 state.on_template_ready(&myself, generation, pid).await
             }
@@ -411,7 +412,7 @@ impl PoolState {
         }
     }
 
-    fn on_ready(&mut self, myself: &ActorRef<PoolMsg>, ready: WorkerReady) {
+    fn on_ready(&mut self, ready: WorkerReady) {
         let WorkerReady {
             slot,
             generation,
@@ -437,7 +438,7 @@ impl PoolState {
             Event::WorkerRestarted { worker, pid }
         });
         self.maybe_running();
-        self.drain_queue(myself, slot);
+        self.drain_queue(slot);
     }
 
     /// Leaves `Starting` once every slot that is still supervised has completed a handshake.
@@ -465,7 +466,7 @@ impl PoolState {
         self.slots[slot].busy = false;
         match self.phase {
             Phase::Draining => self.maybe_stopped(myself),
-            _ => self.drain_queue(myself, slot),
+            _ => self.drain_queue(slot),
         }
     }
 
@@ -482,7 +483,7 @@ impl PoolState {
         }
         let Some(session) = job.session.clone() else {
             match any_idle(&self.slots) {
-                Some(slot) => self.dispatch(myself, slot, job, affinity),
+                Some(slot) => self.run_on(myself, slot, job, affinity),
                 None => self.enqueue(myself, job, None, affinity),
             }
             return;
@@ -511,13 +512,13 @@ impl PoolState {
             },
         };
         if self.slots[slot].is_idle() {
-            return self.dispatch(myself, slot, job, affinity);
+            return self.run_on(myself, slot, job, affinity);
         }
         match affinity {
             Affinity::Hint => match any_idle(&self.slots) {
                 Some(other) => {
                     self.bind(session, other);
-                    self.dispatch(myself, other, job, affinity);
+                    self.run_on(myself, other, job, affinity);
                 }
                 None => self.enqueue(myself, job, None, affinity),
             },
@@ -582,7 +583,7 @@ impl PoolState {
             }
         }
         if self.slots[slot].is_idle() {
-            self.dispatch(myself, slot, job, affinity);
+            self.run_on(myself, slot, job, affinity);
         } else if affinity == Affinity::StrictFailFast
             && self.slots[slot].status == SlotStatus::Ready
         {
@@ -605,7 +606,7 @@ impl PoolState {
             if s.generation == generation && s.is_live() && self.refusal().is_ok() {
                 job.pin = Some((slot, generation));
                 if s.is_idle() {
-                    self.dispatch(myself, slot, job, Affinity::StrictQueue);
+                    self.run_on(myself, slot, job, Affinity::StrictQueue);
                 } else {
                     self.enqueue(myself, job, Some(slot), Affinity::StrictQueue);
                 }
@@ -632,7 +633,12 @@ impl PoolState {
         affinity: Affinity,
     ) {
         match self.queue.push(job, pin, affinity) {
-            Ok(()) => self.arm_queue_timer(myself),
+            Ok(()) => {
+                // Closed at once, not only at the end of this message: no direct call may
+                // overtake the queued one.
+                self.spec.gate.set(false);
+                self.arm_queue_timer(myself);
+            }
             Err(job) => {
                 self.saturated += 1;
                 let capacity = self.queue.capacity();
@@ -648,50 +654,62 @@ impl PoolState {
         }
     }
 
-    /// Writes `job` to `slot`'s worker through its link, and points the job's session route at
-    /// it. A job nobody waits for any more is dropped instead, and the slot stays idle. A worker
-    /// found busy with a direct call is marked busy and the job admitted again.
-    fn dispatch(
-        &mut self,
-        myself: &ActorRef<PoolMsg>,
-        slot: usize,
-        mut job: Job,
-        affinity: Affinity,
-    ) {
+    /// Runs `job` on `slot` ([`PoolState::dispatch`]); if the worker turned out to be busy with a
+    /// direct call, admits the job again (the slot now counts as busy).
+    fn run_on(&mut self, myself: &ActorRef<PoolMsg>, slot: usize, job: Job, affinity: Affinity) {
+        if let Err(job) = self.dispatch(slot, job) {
+            self.admit(myself, job, Some(affinity));
+        }
+    }
+
+    /// Writes `job` to `slot`'s worker through its link, and points the session's route at it if
+    /// the session is bound there. A job nobody waits for any more is dropped instead, and the
+    /// slot stays idle.
+    ///
+    /// # Errors
+    ///
+    /// Gives the job back when the worker runs a direct call: the slot is then marked busy and
+    /// the pool is told when it is idle.
+    fn dispatch(&mut self, slot: usize, mut job: Job) -> Result<(), Job> {
         if job.abandoned() {
-            return;
+            return Ok(());
         }
         let worker = self.worker_id(slot);
-        let s = &mut self.slots[slot];
-        let Some(link) = s.link.as_ref() else {
+        let Some(link) = self.slots[slot].link.clone() else {
             let _ = job
                 .reply
                 .send(Err(Error::Internal("dispatch to an empty slot".into())));
-            return;
+            return Ok(());
         };
-        s.busy = true;
+        if let (Some(ticket), Some(session)) = (&job.route, &job.session) {
+            let at = (slot, worker.generation);
+            self.sessions.route(session, ticket.route(), at, &link);
+        }
         let gone = |worker: WorkerId| Error::WorkerExited {
             worker,
             reason: LossReason::ActorFailed("worker stopped before the call".into()),
             stderr_tail: Vec::new(),
         };
         job.reply.on_drop = Some(Box::new(gone(worker.clone())));
-        let route = job.route.clone();
-        match link.run(job) {
-            Ok(()) => {
-                if let Some(route) = route {
-                    route.set(slot, worker.generation, link);
-                }
+        let outcome = link.run(job);
+        // Busy until the worker says it is idle; a closed link stays busy until its supervision
+        // event arrives (no call is sent into a dead worker meanwhile).
+        self.slots[slot].busy = !matches!(outcome, Err(Refused::Unavailable(_)));
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Refused::Busy(mut job)) => {
+                job.reply.on_drop = None;
+                Err(job)
             }
-            Err(Refused::Busy(job)) => self.admit(myself, job, Some(affinity)),
-            // The worker died and its supervision event is on its way.
             Err(Refused::Closed(job)) => {
                 let _ = job.reply.send(Err(gone(worker)));
+                Ok(())
             }
             Err(Refused::Unavailable(job)) => {
                 let _ = job.reply.send(Err(Error::Internal(format!(
                     "worker {worker} was sent a call it cannot take"
                 ))));
+                Ok(())
             }
         }
     }
@@ -726,9 +744,15 @@ impl PoolState {
     }
 
     /// Gives an idle `slot` the oldest queued calls it may run, until one runs.
-    fn drain_queue(&mut self, myself: &ActorRef<PoolMsg>, slot: usize) {
+    fn drain_queue(&mut self, slot: usize) {
         while self.slots[slot].is_idle() {
-            let Some(Queued { job, affinity, .. }) = self.queue.take_for(slot) else {
+            let Some(Queued {
+                job,
+                enqueued,
+                pin,
+                affinity,
+            }) = self.queue.take_for(slot)
+            else {
                 return;
             };
             if affinity == Affinity::Hint {
@@ -736,7 +760,16 @@ impl PoolState {
                     self.bind(session, slot);
                 }
             }
-            self.dispatch(myself, slot, job, affinity);
+            if let Err(job) = self.dispatch(slot, job) {
+                // Busy with a direct call: the job keeps its place (and its queueing time).
+                self.queue.put_back(Queued {
+                    job,
+                    enqueued,
+                    pin,
+                    affinity,
+                });
+                return;
+            }
         }
     }
 

@@ -154,3 +154,62 @@ async fn a_worker_killed_under_a_direct_call_fails_it_and_never_serves_the_sessi
     }
     rt.shutdown().await;
 }
+
+/// Found in review: `reset()` while a call of the session waits in the queue. The queued call is
+/// dispatched after the reset cleared the route and before the pool forgot the binding; the route
+/// must not survive the binding, or the session would run directly on a worker the pool no longer
+/// has it bound to, and would not learn of that worker's death.
+#[tokio::test]
+async fn a_reset_session_never_keeps_running_directly_where_the_pool_has_not_bound_it() {
+    let rt = runtime(vec![pool("reroute").affinity(Affinity::StrictQueue)]).await;
+    let s = rt.session("reroute", "s").unwrap();
+    let t = rt.session("reroute", "t").unwrap();
+    let _: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
+    let gate = Gate::new("reroute");
+    let busy = gate.spawn_call(&t);
+    gate.wait_started().await;
+    let queued = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.call::<u32>("pyvisor_fixtures", "state_set", &("k", "v"), &())
+                .await
+        })
+    };
+    eventually("s's call to be queued", || async {
+        (stats_of(&rt, "reroute").await.queued == 1).then_some(())
+    })
+    .await;
+    s.reset().unwrap();
+    gate.open();
+    busy.await.unwrap().unwrap();
+    let pid = queued.await.unwrap().unwrap();
+    // The reset reached the pool after the queued call ran there: the session is unbound now.
+    assert!(
+        s.placement().await.unwrap().is_none(),
+        "reset forgets the binding"
+    );
+    let _: u32 = s
+        .call("pyvisor_fixtures", "state_set", &("k", "v2"), &())
+        .await
+        .unwrap();
+    let placement = s
+        .placement()
+        .await
+        .unwrap()
+        .expect("the call after the reset binds the session");
+    assert_eq!(placement.pid, Some(pid));
+    signal(pid, libc::SIGKILL);
+    eventually("the worker to be replaced", || async {
+        let w = &stats_of(&rt, "reroute").await.workers[0];
+        (w.generation == 1 && w.ready).then_some(())
+    })
+    .await;
+    let again = s
+        .call::<String>("pyvisor_fixtures", "state_get", &("k",), &())
+        .await;
+    assert!(
+        matches!(again, Err(Error::SessionWorkerUnavailable { .. })),
+        "the session must learn that its worker died, got {again:?}"
+    );
+    rt.shutdown().await;
+}

@@ -95,6 +95,8 @@ class Channel:
     def __init__(self, fd_in: int, max_frame: int, writer: FrameWriter) -> None:
         self.fd_in = fd_in
         self.frames = FrameReader(fd_in, max_frame)
+        self.poller = select.poll()
+        self.poller.register(fd_in, select.POLLIN)
         self.writer = writer
         self.reading = threading.Lock()
         self.pending: Deque[Any] = collections.deque()
@@ -152,9 +154,8 @@ class Channel:
         if not self.reading.acquire(blocking=False):
             return
         try:
-            poller = select.poll()
-            poller.register(self.fd_in, select.POLLIN)
-            while self.busy and not self.closed and (self.frames.buffered() or poller.poll(0)):
+            poll = self.poller.poll
+            while self.busy and not self.closed and (self.frames.buffered() or poll(0)):
                 item = self._read()
                 if item is not None:
                     self.pending.append(item)

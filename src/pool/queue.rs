@@ -59,6 +59,12 @@ impl Queue {
         Ok(())
     }
 
+    /// Puts back a job taken with [`Queue::take_for`] that could not run after all, at the
+    /// front, keeping its place and its queueing time.
+    pub(crate) fn put_back(&mut self, queued: Queued) {
+        self.items.push_front(queued);
+    }
+
     /// The oldest job `slot` may run. Jobs whose caller gave up are dropped on the way.
     pub(crate) fn take_for(&mut self, slot: usize) -> Option<Queued> {
         self.items.retain(|q| !q.job.abandoned());

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use super::route::SessionRoute;
 use crate::error::{LossReason, WorkerId};
+use crate::worker::WorkerLink;
 
 /// Where a session's state lives, or the record that it was lost.
 #[derive(Debug, Clone)]
@@ -16,10 +18,12 @@ pub(crate) enum Binding {
     },
 }
 
-/// The pool's session registry: session id → binding.
+/// The pool's session registry: session id → binding, and the route (direct calls) the pool
+/// last pointed at the bound worker, cleared whenever the binding ends or changes.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     map: HashMap<Arc<str>, Binding>,
+    routes: HashMap<Arc<str>, Weak<SessionRoute>>,
 }
 
 impl Sessions {
@@ -34,17 +38,51 @@ impl Sessions {
         slot: usize,
         generation: u64,
     ) -> Option<usize> {
-        match self
-            .map
-            .insert(session, Binding::Bound { slot, generation })
-        {
-            Some(Binding::Bound { slot, .. }) => Some(slot),
+        let new = Binding::Bound { slot, generation };
+        match self.map.insert(session.clone(), new) {
+            Some(Binding::Bound {
+                slot: old,
+                generation: old_generation,
+            }) => {
+                if (old, old_generation) != (slot, generation) {
+                    self.unroute(&session);
+                }
+                Some(old)
+            }
             _ => None,
+        }
+    }
+
+    /// Points `route` at `link` if `session` is bound to `(slot, generation)`, and clears it
+    /// otherwise (a call pinned by its refs to another worker, a session no longer bound).
+    pub(crate) fn route(
+        &mut self,
+        session: &Arc<str>,
+        route: &Arc<SessionRoute>,
+        (slot, generation): (usize, u64),
+        link: &Arc<WorkerLink>,
+    ) {
+        match self.map.get(session) {
+            Some(Binding::Bound {
+                slot: s,
+                generation: g,
+            }) if (*s, *g) == (slot, generation) => {
+                route.set(slot, generation, link);
+                self.routes.insert(session.clone(), Arc::downgrade(route));
+            }
+            _ => route.clear(),
+        }
+    }
+
+    fn unroute(&mut self, session: &str) {
+        if let Some(route) = self.routes.remove(session).and_then(|r| r.upgrade()) {
+            route.clear();
         }
     }
 
     /// Forgets `session`; returns the slot it was bound to, if it was bound.
     pub(crate) fn remove(&mut self, session: &str) -> Option<usize> {
+        self.unroute(session);
         match self.map.remove(session) {
             Some(Binding::Bound { slot, .. }) => Some(slot),
             _ => None,
@@ -64,6 +102,9 @@ impl Sessions {
                 };
                 lost.push(id.clone());
             }
+        }
+        for id in &lost {
+            self.unroute(id);
         }
         lost.sort();
         lost

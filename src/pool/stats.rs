@@ -21,7 +21,7 @@ pub struct PoolStats {
     /// OS pid of the pool's template process while it is ready (`LaunchMode::Template`).
     pub template_pid: Option<u32>,
     /// Session calls written straight to their idle worker, without a message to the pool
-    /// actor (docs/semantics.md, "Direct calls").
+    /// actor (docs/architecture.md, "Message flow of a call").
     pub direct_calls: u64,
 }
 

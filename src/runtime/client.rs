@@ -182,12 +182,12 @@ impl PoolClient {
         let deadline = Instant::now() + timeout;
         let (reply, rx) = oneshot::channel();
         let mut job = self.job(session, request, reply, deadline);
-        job.route = route.cloned();
         if let Some(route) = route {
             job = match route.try_direct(job) {
                 Ok(()) => return Ok(self.pending(rx, deadline, timeout)),
                 Err(job) => job,
             };
+            job.route = Some(route.ticket());
         }
         let msg = PoolMsg::Call {
             job,

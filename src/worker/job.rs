@@ -4,7 +4,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::pool::SessionRoute;
+use crate::pool::RouteTicket;
 use crate::protocol::Incoming;
 
 /// A successful reply: the frame it came in and where its body starts (decoded by the caller).
@@ -69,8 +69,9 @@ pub(crate) struct Job {
     pub(crate) pin: Option<(usize, u64)>,
     /// Runs even when nobody waits for the reply (the release sent when a session is dropped).
     pub(crate) detached: bool,
-    /// The session's route, updated by the pool when it dispatches the job.
-    pub(crate) route: Option<Arc<SessionRoute>>,
+    /// The session's route (through a ticket: see `pool/route.rs`), pointed by the pool at the
+    /// worker it dispatches the job to.
+    pub(crate) route: Option<RouteTicket>,
 }
 
 impl Job {

@@ -240,9 +240,11 @@ impl WorkerLink {
                 return Err(frame);
             }
             let notify = std::mem::take(&mut inner.pool_waiting) && !inner.stopping;
+            // Under the lock: a call written right after this one arms the timer again only
+            // once this one is disarmed.
+            self.deadline.disarm();
             (inner.in_flight.take().expect("checked above"), notify)
         };
-        self.deadline.disarm();
         let outcome = if frame.op == op::OK {
             Ok(Reply(frame))
         } else {
@@ -262,9 +264,15 @@ impl WorkerLink {
 
     /// Answers the call in flight, if any, with `error` (the worker is gone or stopped).
     pub(super) fn answer_in_flight(&self, error: impl FnOnce() -> Error) {
-        let call = self.lock().in_flight.take();
+        let call = {
+            let mut inner = self.lock();
+            let call = inner.in_flight.take();
+            if call.is_some() {
+                self.deadline.disarm();
+            }
+            call
+        };
         if let Some(call) = call {
-            self.deadline.disarm();
             let _ = call.reply.send(Err(error()));
         }
     }

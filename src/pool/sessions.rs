@@ -68,7 +68,10 @@ impl Sessions {
                 generation: g,
             }) if (*s, *g) == (slot, generation) => {
                 route.set(slot, generation, link);
-                self.routes.insert(session.clone(), Arc::downgrade(route));
+                let known = self.routes.get(session);
+                if known.is_none_or(|r| !std::ptr::eq(r.as_ptr(), Arc::as_ptr(route))) {
+                    self.routes.insert(session.clone(), Arc::downgrade(route));
+                }
             }
             _ => route.clear(),
         }

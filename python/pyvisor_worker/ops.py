@@ -49,6 +49,9 @@ OP_NAMES = {
 
 Reply = Tuple[bool, Any]
 
+_ENVELOPE_MAX = 1 + 2 + 9
+"""The longest envelope header ``[op, id,``: array marker, op (up to uint 8), id (up to uint 64)."""
+
 
 class _Factory:
     """A context-manager factory of a session: ``module.function(*args, **kwargs)``."""
@@ -219,6 +222,9 @@ class Ops:
             body = self._encode_batch(encoder, result)
         else:
             body = encoder.encode(result)
+        # The envelope header takes at most 12 bytes: build it only when that bound does not fit.
+        if len(body) + _ENVELOPE_MAX <= self.max_frame:
+            return True, body
         size = len(envelope_header(OK, request_id)) + len(body)
         if size <= self.max_frame:
             return True, body

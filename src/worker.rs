@@ -40,6 +40,8 @@ use process::ProcessGroup;
 
 /// How long the reader may see a closed reply channel while the process keeps running.
 const CLOSED_CHANNEL_GRACE: Duration = Duration::from_millis(500);
+/// Read buffer of the reply channel; larger payloads are read straight into their frame.
+const REPLY_BUFFER: usize = 16 * 1024;
 /// How long the exit watcher waits for stderr to drain after the process exited.
 pub(crate) const STDERR_DRAIN: Duration = Duration::from_millis(500);
 
@@ -169,7 +171,9 @@ impl Actor for Worker {
             spec.launch.max_frame,
         );
 
-        let mut reader = FrameReader::new(spawned.replies, spec.launch.max_frame);
+        // Buffered: a small reply (length prefix and payload) costs one `read`.
+        let replies = tokio::io::BufReader::with_capacity(REPLY_BUFFER, spawned.replies);
+        let mut reader = FrameReader::new(replies, spec.launch.max_frame);
         let (me, replies) = (myself.clone(), link.clone());
         tasks.spawn(async move {
             loop {

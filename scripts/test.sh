@@ -9,3 +9,6 @@ cargo test --all-targets
 cargo test --doc
 .venv/bin/python -m pytest -q python/tests
 .venv/bin/python -m pytest -q examples/python/tests
+# The benchmark harness in its smoke mode (tiny sizes; the numbers mean nothing): keeps it
+# compiling and working. Its report goes to target/bench-smoke.md.
+scripts/bench.sh --smoke > target/bench-smoke.md

@@ -137,6 +137,15 @@ def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
     array header, a non-negative integer op and id, and has at least one byte of body.
     """
     size = len(payload)
+    # The host's own shape first: a fixarray, a fixint op and a small uint id.
+    if size > 3 and payload[0] == 0x93 and payload[1] < 0x80:
+        marker = payload[2]
+        if marker < 0x80:
+            return payload[1], marker, memoryview(payload)[3:]
+        width = _UINT_WIDTH.get(marker)
+        if width is not None and size > 3 + width:
+            request_id = int.from_bytes(payload[3:3 + width], "big")
+            return payload[1], request_id, memoryview(payload)[3 + width:]
     if size and payload[0] == 0x93:
         pos = 1
     elif size >= 3 and payload[:3] == b"\xdc\x00\x03":
@@ -207,6 +216,19 @@ class FrameReader:
         The length is checked against ``max_frame`` before the payload is read. A stream that
         ends inside a frame, or an oversize length, raises ``ProtocolError``.
         """
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf) and self._buffer_size:
+            # Nothing buffered: one read usually brings the whole frame.
+            buf = os.read(self._fd, self._buffer_size)
+            if not buf:
+                return None
+            self._buf, self._pos = buf, pos = buf, 0
+        if len(buf) - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            end = pos + 4 + size
+            if 0 < size <= self._max_frame and end <= len(buf):
+                self._pos = end
+                return buf[pos + 4:end]
         head = self._take(4, at_boundary=True)
         if head is None:
             return None

@@ -38,6 +38,25 @@ use deadline::DeadlineTimer;
 pub(crate) use output::{capture, OutputSource, StderrTail, Stream};
 use process::ProcessGroup;
 
+/// Environment defaults of every worker process; a value set in the host's environment or in the
+/// pool's `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N
+/// workers each starting one thread per core oversubscribe the machine (Snakepit's "fork bomb").
+///
+/// # Examples
+///
+/// ```
+/// assert!(pyvisor::worker::ENV_DEFAULTS.contains(&("OMP_NUM_THREADS", "1")));
+/// ```
+pub const ENV_DEFAULTS: &[(&str, &str)] = &[
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("NUMEXPR_NUM_THREADS", "1"),
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+    ("PYTHONUNBUFFERED", "1"),
+    ("PYTHONFAULTHANDLER", "1"),
+];
+
 /// How long the reader may see a closed reply channel while the process keeps running.
 const CLOSED_CHANNEL_GRACE: Duration = Duration::from_millis(500);
 /// Read buffer of the reply channel; larger payloads are read straight into their frame.

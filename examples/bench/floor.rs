@@ -25,15 +25,9 @@ pub struct Floor {
     pub buf: Vec<u8>,
 }
 
-/// Environment of every worker (mirrors what pyvisor sets: src/worker/process.rs, policy env).
-const FLOOR_ENV: &[(&str, &str)] = &[
-    ("OPENBLAS_NUM_THREADS", "1"),
-    ("OMP_NUM_THREADS", "1"),
-    ("MKL_NUM_THREADS", "1"),
-    ("NUMEXPR_NUM_THREADS", "1"),
-    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
-    ("PYTHONUNBUFFERED", "1"),
-    ("PYTHONFAULTHANDLER", "1"),
+/// The policy environment pyvisor gives a default pool's workers (next to
+/// `pyvisor::worker::ENV_DEFAULTS`).
+const POLICY_ENV: &[(&str, &str)] = &[
     ("PYVISOR_ALLOW_EVAL", "0"),
     ("PYVISOR_MAX_REFS", "10000"),
     ("PYVISOR_REF_TTL", "0"),
@@ -47,7 +41,7 @@ impl Floor {
         let (child_in, child_out) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
         let mut cmd = Command::new(&env.python);
         cmd.args(["-m", "pyvisor_worker"]);
-        for (k, v) in FLOOR_ENV {
+        for (k, v) in pyvisor::worker::ENV_DEFAULTS.iter().chain(POLICY_ENV) {
             if std::env::var_os(k).is_none() {
                 cmd.env(k, v);
             }

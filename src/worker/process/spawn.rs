@@ -11,19 +11,7 @@ use tokio::process::Command;
 use super::{ExitWatch, LaunchSpec, Launched};
 use crate::error::WorkerId;
 use crate::protocol::PROTOCOL_VERSION;
-
-/// Environment defaults for every worker; a value set in the host's environment or in the pool's
-/// `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N workers
-/// each starting one thread per core oversubscribe the machine (Snakepit's "fork bomb").
-const ENV_DEFAULTS: &[(&str, &str)] = &[
-    ("OPENBLAS_NUM_THREADS", "1"),
-    ("OMP_NUM_THREADS", "1"),
-    ("MKL_NUM_THREADS", "1"),
-    ("NUMEXPR_NUM_THREADS", "1"),
-    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
-    ("PYTHONUNBUFFERED", "1"),
-    ("PYTHONFAULTHANDLER", "1"),
-];
+use crate::worker::ENV_DEFAULTS;
 
 /// A pipe: the host keeps one end, the child gets the other.
 #[derive(Debug)]

@@ -140,7 +140,7 @@ impl PoolState {
     /// Ends the handling of a message: opens the direct-call gate only while the pool serves
     /// with nothing queued (a direct call must not overtake a queued one), then escalates if the
     /// pool gave up.
-    fn escalation(&mut self) -> Result<(), ActorProcessingErr> {
+    fn finish_message(&mut self) -> Result<(), ActorProcessingErr> {
         let serving = matches!(self.phase, Phase::Starting | Phase::Running);
         self.spec.gate.set(serving && self.queue.len() == 0);
         match self.escalation.take() {
@@ -240,7 +240,7 @@ impl Actor for Pool {
         } else {
             state.start_all_workers(&myself).await;
         }
-        state.escalation()
+        state.finish_message()
     }
 
     async fn handle(
@@ -293,7 +293,7 @@ impl Actor for Pool {
                 }
             }
         }
-        state.escalation()
+        state.finish_message()
     }
 
     async fn handle_supervisor_evt(
@@ -324,7 +324,7 @@ impl Actor for Pool {
                 fatal: false,
             });
             state.on_template_exit(&myself, failure).await;
-            return state.escalation();
+            return state.finish_message();
         }
         let Some(slot) = state
             .slots
@@ -353,7 +353,7 @@ impl Actor for Pool {
                 state.on_worker_failed(&myself, slot, failure);
             }
         }
-        state.escalation()
+        state.finish_message()
     }
 }
 

@@ -116,7 +116,6 @@ pub(crate) struct WorkerState {
     tail: StderrTail,
     ready: bool,
     ping: Option<(u64, Instant)>,
-    stopping: bool,
     /// Background tasks (reader, writer, output capture, exit watcher, timers): aborted on drop.
     _tasks: JoinSet<()>,
 }
@@ -251,7 +250,6 @@ impl Actor for Worker {
             tail,
             ready: false,
             ping: None,
-            stopping: false,
             _tasks: tasks,
         })
     }
@@ -276,7 +274,7 @@ impl Actor for Worker {
                 )))
             }
             WorkerMsg::Exited(status) => {
-                if !state.stopping {
+                if !state.link.is_stopping() {
                     return Err(state.fail(LossReason::WorkerExited(status)));
                 }
                 tracing::debug!(worker = %state.id, %status, "worker process stopped");
@@ -315,7 +313,6 @@ impl Actor for Worker {
                 }
             }
             WorkerMsg::Shutdown { grace } => {
-                state.stopping = true;
                 state.link.stop_accepting();
                 state.link.send(op::SHUTDOWN, NIL_BODY);
                 myself.send_after(grace, move || WorkerMsg::Escalate(libc::SIGTERM, grace));

@@ -93,7 +93,6 @@ class Channel:
     """The request channel as the two threads share it (see the module docstring)."""
 
     def __init__(self, fd_in: int, max_frame: int, writer: FrameWriter) -> None:
-        self.fd_in = fd_in
         self.frames = FrameReader(fd_in, max_frame)
         self.poller = select.poll()
         self.poller.register(fd_in, select.POLLIN)

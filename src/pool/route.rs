@@ -23,7 +23,7 @@ pub(crate) struct SessionRoute {
     through_pool: AtomicUsize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Route {
     slot: usize,
     generation: u64,
@@ -90,8 +90,9 @@ impl SessionRoute {
         if !self.nothing_through_pool() {
             return Err(job);
         }
-        let route = self.to.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match route {
+        // The route's lock is never taken under a link's lock, so holding it here is safe.
+        let to = self.to.lock().unwrap_or_else(|e| e.into_inner());
+        match to.as_ref() {
             Some(r) if job.pin.is_none_or(|pin| pin == (r.slot, r.generation)) => {
                 r.link.run_direct(job)
             }

@@ -193,6 +193,11 @@ impl WorkerLink {
         Ok(())
     }
 
+    /// Whether the worker was told to shut down.
+    pub(super) fn is_stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
     /// Whether a call is in flight; if so, the pool is told when the worker is idle again.
     pub(crate) fn watch_idle(&self) -> bool {
         let mut inner = self.lock();
@@ -240,10 +245,7 @@ impl WorkerLink {
                 return Err(frame);
             }
             let notify = std::mem::take(&mut inner.pool_waiting) && !inner.stopping;
-            // Under the lock: a call written right after this one arms the timer again only
-            // once this one is disarmed.
-            self.deadline.disarm();
-            (inner.in_flight.take().expect("checked above"), notify)
+            (self.take_call(&mut inner).expect("checked above"), notify)
         };
         let outcome = if frame.op == op::OK {
             Ok(Reply(frame))
@@ -262,16 +264,19 @@ impl WorkerLink {
         Ok(())
     }
 
+    /// Takes the call in flight and stops timing it. Called under the lock, so that a call
+    /// written right after arms the timer only once this one is disarmed.
+    fn take_call(&self, inner: &mut Inner) -> Option<InFlight> {
+        let call = inner.in_flight.take();
+        if call.is_some() {
+            self.deadline.disarm();
+        }
+        call
+    }
+
     /// Answers the call in flight, if any, with `error` (the worker is gone or stopped).
     pub(super) fn answer_in_flight(&self, error: impl FnOnce() -> Error) {
-        let call = {
-            let mut inner = self.lock();
-            let call = inner.in_flight.take();
-            if call.is_some() {
-                self.deadline.disarm();
-            }
-            call
-        };
+        let call = self.take_call(&mut self.lock());
         if let Some(call) = call {
             let _ = call.reply.send(Err(error()));
         }

@@ -9,12 +9,13 @@ and ``ProtocolError`` (a body that is not one well-formed MessagePack value: the
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 
 from . import calls, value
 from .calls import BadRequest, error_map, exception_error, parse_args, parse_name, parse_session
+from .plain import plain_call
 from .policy import NotAllowed, Policy
 from .protocol import (
     CALL,
@@ -138,6 +139,20 @@ class Ops:
 
     def handle(self, op: int, request_id: int, raw: Any) -> Reply:
         """The reply to one request whose body is the MessagePack bytes ``raw``."""
+        if op == CALL:
+            plain = plain_call(raw, self.contexts)
+            if plain is not None:
+                module, function, args, kwargs, session = plain
+                plain = None
+                try:
+                    result = self._apply(module, function, args, kwargs)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:
+                    return self._failure(exc)
+                finally:
+                    args = kwargs = None  # type: ignore[assignment]
+                return self._encode(request_id, result, session)
         handler = self._handlers.get(op)
         if handler is None:
             return False, error_map(KIND_UNKNOWN_OP, message=f"unknown op {op}")
@@ -153,19 +168,24 @@ class Ops:
             result = self._run(handler, request, factories)
         except KeyboardInterrupt:
             raise
-        except BadRequest as exc:
-            return False, error_map(KIND_BAD_REQUEST, message=str(exc))
-        except NotAllowed as exc:
-            return False, error_map(KIND_NOT_ALLOWED, message=str(exc))
         except BaseException as exc:
-            tb = exc.__traceback__
-            try:
-                return False, exception_error(exc, calls.user_traceback(tb))
-            finally:
-                tb = None
+            return self._failure(exc)
         finally:
             request = None  # type: ignore[assignment]
         return self._encode(request_id, result, session)
+
+    @staticmethod
+    def _failure(exc: BaseException) -> Reply:
+        """The error reply of a request that raised ``exc`` (not ``KeyboardInterrupt``)."""
+        if isinstance(exc, BadRequest):
+            return False, error_map(KIND_BAD_REQUEST, message=str(exc))
+        if isinstance(exc, NotAllowed):
+            return False, error_map(KIND_NOT_ALLOWED, message=str(exc))
+        tb = exc.__traceback__
+        try:
+            return False, exception_error(exc, calls.user_traceback(tb))
+        finally:
+            tb = None
 
     def _decode(self, op: int, raw: Any) -> _Request:
         resolved: List[Tuple[Any, int, Optional[str]]] = []
@@ -217,6 +237,9 @@ class Ops:
         return result
 
     def _encode(self, request_id: int, result: Any, session: Optional[str]) -> Reply:
+        body = value.encode_scalar(result)
+        if body is not None and len(body) + _ENVELOPE_MAX <= self.max_frame:
+            return True, body
         encoder = value.Encoder(self.registry, session)
         if type(result) is _Batch:
             body = self._encode_batch(encoder, result)
@@ -248,7 +271,10 @@ class Ops:
     # -- the ops -----------------------------------------------------------------------------------
 
     def _call(self, request: _Request) -> Any:
-        module, function, args, kwargs = calls.parse_call(request.body)
+        return self._apply(*calls.parse_call(request.body))
+
+    def _apply(self, module: str, function: str, args: Sequence[Any],
+               kwargs: Dict[str, Any]) -> Any:
         self.policy.check(module, function)
         return calls.resolve(module, function)(*args, **kwargs)
 

@@ -64,6 +64,16 @@ _U16 = struct.Struct(">BH")
 _U32 = struct.Struct(">BI")
 _U64 = struct.Struct(">BQ")
 _READ_CHUNK = 1 << 20
+_ID16 = struct.Struct(">H").unpack_from
+_ID32 = struct.Struct(">I").unpack_from
+_COPY_BODY = 4096
+_JOIN_FRAME = 4096
+"""Frames up to this size are written joined, with one ``write``; larger ones with ``writev``."""
+_HEAD_FIX = struct.Struct(">IBBB")
+_HEAD_U8 = struct.Struct(">IBBBB")
+_HEAD_U16 = struct.Struct(">IBBBH")
+_HEAD_U32 = struct.Struct(">IBBBI")
+"""Bodies of payloads up to this size are split off as ``bytes``; larger ones as a view."""
 
 
 class ProtocolError(Exception):
@@ -129,7 +139,7 @@ def _envelope_uint(payload: bytes, pos: int, what: str) -> Tuple[int, int]:
     return number, end
 
 
-def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
+def split_envelope(payload: bytes) -> Tuple[int, int, Any]:
     """Split a frame payload into ``(op, id, body bytes)`` without decoding the body.
 
     The channel reader uses this: bodies are decoded on the interpreter thread, where refs are
@@ -137,15 +147,19 @@ def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
     array header, a non-negative integer op and id, and has at least one byte of body.
     """
     size = len(payload)
-    # The host's own shape first: a fixarray, a fixint op and a small uint id.
+    # The host's own shape first: a fixarray, a fixint op and an id of up to 32 bits.
     if size > 3 and payload[0] == 0x93 and payload[1] < 0x80:
         marker = payload[2]
         if marker < 0x80:
-            return payload[1], marker, memoryview(payload)[3:]
-        width = _UINT_WIDTH.get(marker)
-        if width is not None and size > 3 + width:
-            request_id = int.from_bytes(payload[3:3 + width], "big")
-            return payload[1], request_id, memoryview(payload)[3 + width:]
+            request_id, pos = marker, 3
+        elif marker == 0xCD and size > 5:
+            (request_id,), pos = _ID16(payload, 3), 5
+        elif marker == 0xCE and size > 7:
+            (request_id,), pos = _ID32(payload, 3), 7
+        else:
+            pos = 0
+        if pos:
+            return payload[1], request_id, _body(payload, pos)
     if size and payload[0] == 0x93:
         pos = 1
     elif size >= 3 and payload[:3] == b"\xdc\x00\x03":
@@ -158,7 +172,13 @@ def split_envelope(payload: bytes) -> Tuple[int, int, memoryview]:
     request_id, pos = _envelope_uint(payload, pos, "id")
     if pos >= size:
         raise ProtocolError("malformed frame: envelope has no body")
-    return op, request_id, memoryview(payload)[pos:]
+    return op, request_id, _body(payload, pos)
+
+
+def _body(payload: bytes, pos: int) -> Any:
+    """The body from ``pos`` on: copied out of a small payload (cheaper than a view), a view on
+    a large one (never a copy)."""
+    return payload[pos:] if len(payload) <= _COPY_BODY else memoryview(payload)[pos:]
 
 
 def decode_envelope(payload: bytes) -> Tuple[int, int, Any]:
@@ -319,10 +339,29 @@ class FrameWriter:
 
     def send(self, op: int, request_id: int, body: bytes) -> None:
         """Write the frame ``[op, request_id, body]``; ``body`` is already MessagePack-encoded."""
-        header = envelope_header(op, request_id)
-        size = len(header) + len(body)
+        size = len(body)
+        if op < 0x80 and request_id <= 0xFFFFFFFF:
+            # The length prefix and the envelope header in one pack (the shortest id form).
+            if request_id < 0x80:
+                head = _HEAD_FIX.pack(size + 3, 0x93, op, request_id)
+            elif request_id <= 0xFF:
+                head = _HEAD_U8.pack(size + 4, 0x93, op, 0xCC, request_id)
+            elif request_id <= 0xFFFF:
+                head = _HEAD_U16.pack(size + 5, 0x93, op, 0xCD, request_id)
+            else:
+                head = _HEAD_U32.pack(size + 7, 0x93, op, 0xCE, request_id)
+            size += len(head) - 4
+        else:
+            header = envelope_header(op, request_id)
+            size += len(header)
+            head = _LEN.pack(size) + header
         if size > self._max_frame:
             raise FrameTooLarge(size, self._max_frame)
-        head = _LEN.pack(size) + header
         with self._lock:
-            write_frame(self._fd, head, body)
+            if size <= _JOIN_FRAME:
+                frame = head + body  # one small copy, one plain write
+                written = os.write(self._fd, frame)
+                if written < len(frame):  # a signal interrupted even this small write
+                    _write_all(self._fd, memoryview(frame)[written:])
+            else:
+                write_frame(self._fd, head, body)

@@ -235,38 +235,29 @@ def send_error(writer: FrameWriter, request_id: int, error: Dict[str, str]) -> N
         writer.send(ERROR, request_id, value.encode(calls.error_map(error["kind"])))
 
 
-def _reply(writer: FrameWriter, request_id: int, ok: bool, reply: Any) -> None:
-    if not ok:
-        send_error(writer, request_id, reply)
-        return
-    try:
-        writer.send(OK, request_id, reply)
-    except FrameTooLarge as exc:  # ops checks the size first: only a safety net
-        send_error(writer, request_id, calls.error_map(
-            KIND_FRAME_TOO_LARGE, message=(
-                f"the result encodes to a {exc.size}-byte frame, above the "
-                f"{exc.limit}-byte limit")))
-
-
 def serve(channel: Channel, ops: Ops) -> int:
     """The interpreter thread: run requests until ``SHUTDOWN`` or the end of the stream.
 
     Starts the watch thread, and returns the process exit status.
     """
     threading.Thread(target=watch, args=(channel,), name="pyvisor-io", daemon=True).start()
+    # Bound once: the loop below runs for every request.
     handle = ops.handle
     writer = channel.writer
+    send = writer.send
+    next_request = channel.next_request
+    start_call = channel.start_call
     try:
         while True:
             try:
-                item = channel.next_request()
+                item = next_request()
             except ProtocolError as exc:
                 _protocol_exit(exc)
             if item is _STOP:
                 return EXIT_OK
             op, request_id, body = item
             item = None
-            channel.start_call()
+            start_call()
             try:
                 ok, reply = handle(op, request_id, body)
             except ProtocolError as exc:
@@ -276,7 +267,14 @@ def serve(channel: Channel, ops: Ops) -> int:
             # Do not keep the last request alive while waiting for the next one.
             body = None
             try:
-                _reply(writer, request_id, ok, reply)
+                if ok:
+                    send(OK, request_id, reply)
+                else:
+                    send_error(writer, request_id, reply)
+            except FrameTooLarge as exc:  # ops checks the size first: only a safety net
+                send_error(writer, request_id, calls.error_map(KIND_FRAME_TOO_LARGE, message=(
+                    f"the result encodes to a {exc.size}-byte frame, above the "
+                    f"{exc.limit}-byte limit")))
             finally:
                 reply = None
                 channel.busy = False

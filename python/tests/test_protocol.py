@@ -210,34 +210,68 @@ def test_frame_writer_writes_whole_frames_and_refuses_oversize_ones(pipe):
     assert read_all_frames(pipe["r"]) == [(protocol.OK, 3, "hi"), (protocol.PONG, 5, None)]
 
 
+@pytest.mark.parametrize("size", [20, 6000])
 @pytest.mark.parametrize("first", [0, 2, 6, 7, 11])
-def test_frame_writer_finishes_partial_writes(monkeypatch, pipe, first):
-    """A ``writev`` interrupted after ``first`` bytes (in the length, the envelope header or the
-    body; the header is 7 bytes here), then short ``write``s: the frame still arrives whole."""
+def test_frame_writer_finishes_partial_writes(monkeypatch, pipe, first, size):
+    """The first ``write`` (a small frame, joined) or ``writev`` (a large one) is interrupted
+    after ``first`` bytes (in the length, the envelope header or the body; the header is 7
+    bytes here), then short ``write``s follow: the frame still arrives whole."""
     real_write = os.write
     sizes = []
 
-    def short_writev(fd, buffers):
-        data = b"".join(bytes(b) for b in buffers)[:first]
-        sizes.append(real_write(fd, data) if data else 0)
-        return sizes[-1]
+    def short_first(fd, data):
+        data = b"".join(bytes(b) for b in data) if isinstance(data, (list, tuple)) else data
+        n = real_write(fd, bytes(data[:first])) if first else 0
+        sizes.append(n)
+        return n
 
     def short_write(fd, data):
+        if not sizes:
+            return short_first(fd, data)
         n = real_write(fd, bytes(data[:7]))
         sizes.append(n)
         return n
 
-    monkeypatch.setattr(os, "writev", short_writev)
+    monkeypatch.setattr(os, "writev", short_first)
     monkeypatch.setattr(os, "write", short_write)
-    FrameWriter(pipe["w"]).send(protocol.OK, 1, msgpack.packb(list(range(20))))
+    items = list(range(size))
+    reader = threading.Thread(target=lambda: sizes.append(read_all_frames(pipe["r"])))
+    reader.start()
+    FrameWriter(pipe["w"]).send(protocol.OK, 1000, msgpack.packb(items))
     monkeypatch.undo()
     close_write(pipe)
-    assert read_all_frames(pipe["r"]) == [(protocol.OK, 1, list(range(20)))]
-    assert sizes[0] == first and len(sizes) > 2
+    reader.join()
+    assert sizes[-1] == [(protocol.OK, 1000, items)]
+    assert sizes[0] == first and len(sizes) > 3
+
+
+@pytest.mark.parametrize("request_id", [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000,
+                                        0xFFFFFFFF, 0x100000000, 2**64 - 1])
+def test_frame_writer_header_is_the_shortest_envelope(pipe, request_id):
+    """The length and envelope header packed in one go equal ``envelope_header``'s bytes."""
+    body = msgpack.packb("hi")
+    FrameWriter(pipe["w"]).send(protocol.OK, request_id, body)
+    close_write(pipe)
+    header = protocol.envelope_header(protocol.OK, request_id)
+    expected = struct.pack(">I", len(header) + len(body)) + header + body
+    assert os.read(pipe["r"], 1 << 16) == expected
+
+
+@pytest.mark.parametrize("request_id", [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000,
+                                        0xFFFFFFFF, 0x100000000, 2**64 - 1])
+@pytest.mark.parametrize("body_size", [1, 5000])
+def test_split_envelope_reads_every_id_width(request_id, body_size):
+    body = msgpack.packb(b"x" * body_size)
+    payload = protocol.encode_envelope(protocol.CALL, request_id, body)
+    op, got_id, got_body = protocol.split_envelope(payload)
+    assert (op, got_id, bytes(got_body)) == (protocol.CALL, request_id, body)
+    # Large bodies are views on the payload, never copies.
+    assert isinstance(got_body, memoryview) == (len(payload) > 4096)
 
 
 def test_frame_writer_sends_header_and_body_in_one_writev(monkeypatch, pipe):
-    """The frame is not joined into one new bytes object: the body goes to ``writev`` as is."""
+    """A large frame is not joined into one new bytes object: the body goes to ``writev`` as
+    is."""
     real_writev = os.writev
     calls = []
 
@@ -246,7 +280,7 @@ def test_frame_writer_sends_header_and_body_in_one_writev(monkeypatch, pipe):
         return real_writev(fd, buffers)
 
     monkeypatch.setattr(os, "writev", spy)
-    body = msgpack.packb(b"x" * 30_000)  # fits in the pipe: nobody reads yet
+    body = msgpack.packb(b"x" * 30_000)  # fits in the pipe: nobody reads yet; above _JOIN_FRAME
     FrameWriter(pipe["w"]).send(protocol.OK, 9, body)
     monkeypatch.undo()
     assert len(calls) == 1 and calls[0][1] is body

@@ -41,6 +41,8 @@ use process::ProcessGroup;
 /// Environment defaults of every worker process; a value set in the host's environment or in the
 /// pool's `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N
 /// workers each starting one thread per core oversubscribe the machine (Snakepit's "fork bomb").
+/// glibc keeps freed buffers up to 16 MiB for reuse instead of faulting fresh pages in for every
+/// large payload (`docs/decisions.md`, "Worker environment").
 ///
 /// # Examples
 ///
@@ -55,6 +57,10 @@ pub const ENV_DEFAULTS: &[(&str, &str)] = &[
     ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
     ("PYTHONUNBUFFERED", "1"),
     ("PYTHONFAULTHANDLER", "1"),
+    (
+        "GLIBC_TUNABLES",
+        "glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864",
+    ),
 ];
 
 /// How long the reader may see a closed reply channel while the process keeps running.

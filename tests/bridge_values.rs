@@ -124,6 +124,40 @@ async fn bytes_hash_and_round_trip() {
 }
 
 #[tokio::test]
+async fn large_payloads_reuse_worker_memory_instead_of_faulting_in_fresh_pages() {
+    // A 1 MiB payload is 256 pages. With glibc's defaults the worker returned every large
+    // buffer to the kernel and faulted ~750 pages back in per echo; `ENV_DEFAULTS` keeps them.
+    let rt = runtime(vec![pool("big")]).await;
+    let s = rt.session("big", "s").unwrap();
+    let payload = (Value::Bytes(
+        (0..1 << 20).map(|i| (i % 251) as u8).collect(),
+    ),);
+    let calls = 16;
+    let mut before = 0;
+    for i in 0..4 + calls {
+        if i == 4 {
+            // Warm now: the heap has grown to what an echo needs.
+            before = s
+                .call::<u64>("pyvisor_fixtures", "minor_faults", &(), &())
+                .await
+                .unwrap();
+        }
+        let back: Value = s
+            .call("pyvisor_fixtures", "echo", &payload, &())
+            .await
+            .unwrap();
+        assert_eq!(back, payload.0);
+    }
+    let after: u64 = s
+        .call("pyvisor_fixtures", "minor_faults", &(), &())
+        .await
+        .unwrap();
+    let per_call = (after - before) / calls;
+    assert!(per_call < 64, "{per_call} page faults per 1 MiB echo");
+    rt.shutdown().await;
+}
+
+#[tokio::test]
 async fn int_and_tuple_keyed_dicts_reach_python_as_such() {
     let rt = runtime(vec![pool("keys")]).await;
     let s = rt.session("keys", "s").unwrap();

@@ -10,7 +10,7 @@ use crate::cli::die;
 use crate::env::Bench;
 use crate::floor::{floor_ready, TokioFloor};
 use crate::proc::{usage, vm_rss_kib};
-use crate::SMALL_ARG;
+use crate::{SMALL_ARG, THROUGHPUT_SESSIONS};
 pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
     let (env, place, rt) = (b.env, b.place, b.rt);
     let t0;
@@ -65,8 +65,36 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
                 }
             });
         }
+        "pyvisor-64-sessions" => {
+            // The throughput workload's path: 64 sessions calling at once on one worker, so
+            // nearly every call queues in the pool.
+            let prt = b.start_pinned(env.pool("p", 1));
+            let sessions: Vec<Session> = (0..THROUGHPUT_SESSIONS)
+                .map(|i| prt.session("p", format!("s{i}")).unwrap())
+                .collect();
+            u0 = usage();
+            t0 = Instant::now();
+            let per = n / THROUGHPUT_SESSIONS;
+            b.on_task(async move {
+                let tasks: Vec<_> = sessions
+                    .into_iter()
+                    .map(|s| {
+                        tokio::spawn(async move {
+                            for _ in 0..per {
+                                let _: f64 =
+                                    s.call("math", "sqrt", &(SMALL_ARG,), &()).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+        }
         other => die(&format!(
-            "--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions, not {other}"
+            "--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions|\
+             pyvisor-64-sessions, not {other}"
         )),
     }
     let secs = t0.elapsed().as_secs_f64();

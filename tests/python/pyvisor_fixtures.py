@@ -15,6 +15,13 @@ def pid() -> int:
     return os.getpid()
 
 
+def minor_faults() -> int:
+    """Page faults this worker has taken so far that needed no I/O (fresh pages mostly)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def state_set(key: str, value: Any) -> int:
     """Stores per-process state (what a session keeps on its worker); returns the pid."""
     _state[key] = value

@@ -64,13 +64,25 @@ pub fn meta(env: &Env, opts: &Opts, place: &Placement) -> BTreeMap<String, Strin
         .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("GLIBC_TUNABLES"))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let host = if malloc.is_empty() {
+        "glibc defaults".to_string()
+    } else {
+        malloc.join(" ")
+    };
+    // Workers (floor and pyvisor alike) get pyvisor's defaults unless the host sets the variable.
+    let workers = if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        host.clone()
+    } else {
+        pyvisor::worker::ENV_DEFAULTS
+            .iter()
+            .filter(|(k, _)| *k == "GLIBC_TUNABLES")
+            .map(|(k, v)| format!("{k}={v} (pyvisor::worker::ENV_DEFAULTS)"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     m.insert(
-        "malloc environment (host and workers)".into(),
-        if malloc.is_empty() {
-            "glibc defaults".into()
-        } else {
-            malloc.join(" ")
-        },
+        "malloc environment".into(),
+        format!("host: {host}; workers: {workers}"),
     );
     if let Some(dir) = &env.override_dir {
         m.insert(

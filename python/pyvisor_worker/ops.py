@@ -2,7 +2,10 @@
 session's contexts, encode the result (``docs/protocol.md``, "Operations").
 
 ``Ops.handle`` turns one request ``(op, id, raw body)`` into a reply: ``(True, OK body bytes)`` or
-``(False, error map)``. Nothing a request does escapes as an exception except ``KeyboardInterrupt``
+``(False, error map)``. A ``CALL`` made only of plain values takes the plain path first
+(``plain.plain_call``: one decode, no request object, a scalar result packed directly); anything
+else, or anything unusual, is decoded again here before user code runs, so both paths answer the
+same request alike. Nothing a request does escapes as an exception except ``KeyboardInterrupt``
 and ``ProtocolError`` (a body that is not one well-formed MessagePack value: the worker exits 3).
 """
 

@@ -127,7 +127,16 @@ async fn bytes_hash_and_round_trip() {
 async fn large_payloads_reuse_worker_memory_instead_of_faulting_in_fresh_pages() {
     // A 1 MiB payload is 256 pages. With glibc's defaults the worker returned every large
     // buffer to the kernel and faulted ~750 pages back in per echo; `ENV_DEFAULTS` keeps them.
-    let rt = runtime(vec![pool("big")]).await;
+    let mut config = pool("big");
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        // The host's own setting would win over the default: give the pool the default itself.
+        let (key, value) = pyvisor::worker::ENV_DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == "GLIBC_TUNABLES")
+            .expect("a GLIBC_TUNABLES default");
+        config = config.env(*key, *value);
+    }
+    let rt = runtime(vec![config]).await;
     let s = rt.session("big", "s").unwrap();
     let payload = (Value::Bytes(
         (0..1 << 20).map(|i| (i % 251) as u8).collect(),

@@ -241,20 +241,21 @@ class Ops:
 
     def _encode(self, request_id: int, result: Any, session: Optional[str]) -> Reply:
         body = value.encode_scalar(result)
-        if body is not None and len(body) + _ENVELOPE_MAX <= self.max_frame:
-            return True, body
-        encoder = value.Encoder(self.registry, session)
-        if type(result) is _Batch:
-            body = self._encode_batch(encoder, result)
-        else:
-            body = encoder.encode(result)
+        encoder = None
+        if body is None:
+            encoder = value.Encoder(self.registry, session)
+            if type(result) is _Batch:
+                body = self._encode_batch(encoder, result)
+            else:
+                body = encoder.encode(result)
         # The envelope header takes at most 12 bytes: build it only when that bound does not fit.
         if len(body) + _ENVELOPE_MAX <= self.max_frame:
             return True, body
         size = len(envelope_header(OK, request_id)) + len(body)
         if size <= self.max_frame:
             return True, body
-        encoder.rollback()  # the host never sees these refs
+        if encoder is not None:
+            encoder.rollback()  # the host never sees these refs
         shown = result.items if type(result) is _Batch else result
         cls = type(shown)
         return False, error_map(

@@ -343,20 +343,25 @@ class FrameWriter:
         if op < 0x80 and request_id <= 0xFFFFFFFF:
             # The length prefix and the envelope header in one pack (the shortest id form).
             if request_id < 0x80:
-                head = _HEAD_FIX.pack(size + 3, 0x93, op, request_id)
+                layout, marker, size = _HEAD_FIX, None, size + 3
             elif request_id <= 0xFF:
-                head = _HEAD_U8.pack(size + 4, 0x93, op, 0xCC, request_id)
+                layout, marker, size = _HEAD_U8, 0xCC, size + 4
             elif request_id <= 0xFFFF:
-                head = _HEAD_U16.pack(size + 5, 0x93, op, 0xCD, request_id)
+                layout, marker, size = _HEAD_U16, 0xCD, size + 5
             else:
-                head = _HEAD_U32.pack(size + 7, 0x93, op, 0xCE, request_id)
-            size += len(head) - 4
+                layout, marker, size = _HEAD_U32, 0xCE, size + 7
+            if size > self._max_frame:
+                raise FrameTooLarge(size, self._max_frame)
+            if marker is None:
+                head = layout.pack(size, 0x93, op, request_id)
+            else:
+                head = layout.pack(size, 0x93, op, marker, request_id)
         else:
             header = envelope_header(op, request_id)
             size += len(header)
+            if size > self._max_frame:
+                raise FrameTooLarge(size, self._max_frame)
             head = _LEN.pack(size) + header
-        if size > self._max_frame:
-            raise FrameTooLarge(size, self._max_frame)
         with self._lock:
             if size <= _JOIN_FRAME:
                 frame = head + body  # one small copy, one plain write

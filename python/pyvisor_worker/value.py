@@ -613,8 +613,8 @@ def encode_scalar(obj: Any) -> Optional[bytes]:
             or (t is int and _INT_MIN <= obj <= _UINT_MAX):
         try:
             return _pack(obj)
-        except UnicodeEncodeError:  # lone surrogates: the encoder reports them
-            return None
+        except (UnicodeEncodeError, ValueError):  # lone surrogates, or 4 GiB and more
+            return None  # the encoder decides: an error or a ref
     return None
 
 

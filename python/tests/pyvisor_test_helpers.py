@@ -15,6 +15,10 @@ def boom(message):
     raise Outer.Boom(message)
 
 
+def interrupt():
+    raise KeyboardInterrupt
+
+
 def echo(*args, **kwargs):
     return [list(args), kwargs]
 

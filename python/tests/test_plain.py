@@ -14,6 +14,7 @@ from pyvisor_worker import value
 from pyvisor_worker.ops import Ops
 from pyvisor_worker.plain import plain_call
 from pyvisor_worker.policy import Policy
+from pyvisor_worker import protocol
 from pyvisor_worker.protocol import CALL, CONTEXT
 from pyvisor_worker.refs import Registry
 
@@ -85,21 +86,63 @@ BODIES = [
 ]
 
 
-def run_all(bodies):
-    ops = Ops(Registry(), Policy(allow_modules=["math", "os", "builtins", H]))
-    return [ops.handle(CALL, 1000 + i, msgpack.packb(b)) for i, b in enumerate(bodies)]
+BODIES += [
+    {"module": H, "function": "echo", "args": [msgpack.Timestamp(1, 2)]},  # ext -1, msgpack's own
+    {"module": H, "function": "echo", "args": [{b"k": {b"n": [1, {"x": b"y"}]}}]},
+    {"module": H, "function": "echo", "args": [b"z" * 6000]},  # a body split off as a view
+    {"module": H, "function": "echo", "kwargs": {"a": 1}, "session": "s"},
+]
+
+POLICIES = {
+    "allowlist": lambda: Policy(allow_modules=["math", "os", "builtins", H]),
+    "open": Policy,  # no allowlist: Policy.check's fast return
+}
 
 
-def test_the_plain_path_answers_as_the_general_path(monkeypatch):
-    fast = run_all(BODIES)
+def run_all(bodies, policy):
+    ops = Ops(Registry(), POLICIES[policy]())
+    replies = []
+    for i, b in enumerate(bodies):
+        raw = msgpack.packb(b, default=lambda t: msgpack.ExtType(-1, t.to_bytes()))
+        payload = protocol.encode_envelope(CALL, 1000 + i, raw)
+        # The body as the channel gives it: bytes, or a view on a large payload.
+        replies.append(ops.handle(CALL, 1000 + i, protocol.split_envelope(payload)[2]))
+    return replies
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_the_plain_path_answers_as_the_general_path(monkeypatch, policy):
+    fast = run_all(BODIES, policy)
     monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
-    general = run_all(BODIES)
+    general = run_all(BODIES, policy)
     for b, got, want in zip(BODIES, fast, general):
         if got[0] and want[0]:
             assert got[1] == want[1], b
         else:
             assert got == want, b
     assert [ok for ok, _ in fast].count(True) >= 8  # both kinds of reply were compared
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_keyboard_interrupt_escapes_both_paths(monkeypatch, plain):
+    if not plain:
+        monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
+    with pytest.raises(KeyboardInterrupt):
+        Ops(Registry(), Policy()).handle(CALL, 1, body(module=H, function="interrupt"))
+
+
+def test_a_scalar_the_packer_refuses_goes_to_the_encoder(monkeypatch):
+    """msgpack refuses str and bytes of 4 GiB and more with ``ValueError``: the encoder then
+    decides (a ref), nothing escapes."""
+
+    def refuse(obj, encoder=None):
+        if encoder is None:
+            raise ValueError("bytes object is too large")
+        return real_pack(obj, encoder)
+
+    real_pack = value._pack
+    monkeypatch.setattr(value, "_pack", refuse)
+    assert value.encode_scalar(b"big") is None
 
 
 def test_a_plain_call_is_never_decoded_by_the_general_path(monkeypatch):

@@ -257,6 +257,21 @@ def test_frame_writer_header_is_the_shortest_envelope(pipe, request_id):
     assert os.read(pipe["r"], 1 << 16) == expected
 
 
+def test_frame_writer_refuses_a_body_beyond_the_length_prefix_before_packing(pipe):
+    class Huge(bytes):
+        def __len__(self):
+            return 2**32
+
+    with pytest.raises(FrameTooLarge):
+        FrameWriter(pipe["w"]).send(protocol.OK, 1000, Huge(b"x"))
+
+
+@pytest.mark.parametrize("request_id", [0x7F, 0xFF, 0xFFFF, 0xFFFFFFFF, 2**64 - 1])
+def test_an_envelope_without_a_body_is_a_protocol_error_at_every_id_width(request_id):
+    with pytest.raises(ProtocolError, match="no body"):
+        protocol.split_envelope(protocol.envelope_header(protocol.CALL, request_id))
+
+
 @pytest.mark.parametrize("request_id", [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000,
                                         0xFFFFFFFF, 0x100000000, 2**64 - 1])
 @pytest.mark.parametrize("body_size", [1, 5000])
@@ -288,9 +303,12 @@ def test_frame_writer_sends_header_and_body_in_one_writev(monkeypatch, pipe):
 
 
 def test_frame_writer_never_interleaves_frames_from_threads(pipe):
+    """Large frames (partial ``writev``s into a full pipe) and small ones (one joined ``write``)
+    from four threads at once: every frame arrives whole."""
     writer = FrameWriter(pipe["w"], max_frame=1 << 20)
     frames_per_thread = 50
-    bodies = {t: msgpack.packb(bytes([t]) * (70_000 + t)) for t in range(4)}
+    sizes = {0: 70_000, 1: 70_001, 2: 10, 3: 200}
+    bodies = {t: msgpack.packb(bytes([t]) * sizes[t]) for t in range(4)}
     received = []
 
     def reader():
@@ -313,7 +331,7 @@ def test_frame_writer_never_interleaves_frames_from_threads(pipe):
     assert len(received) == 4 * frames_per_thread
     for op, request_id, body in received:
         t = request_id // 1000
-        assert body == bytes([t]) * (70_000 + t)
+        assert body == bytes([t]) * sizes[t]
 
 
 def test_a_buffered_reader_splits_frames_that_arrived_together(pipe):

@@ -14,7 +14,8 @@ from .policy import NotAllowed, Policy
 from .protocol import KIND_BAD_REQUEST, KIND_EXCEPTION, KIND_NOT_ALLOWED
 
 __all__ = [
-    "BadRequest", "ErrorMap", "error_map", "exception_error", "parse_call", "parse_args",
+    "BadRequest", "CALL_FIELDS", "ErrorMap", "call_map", "error_map", "exception_error",
+    "parse_call", "parse_args",
     "parse_session", "resolve", "execute", "user_traceback",
 ]
 
@@ -80,6 +81,26 @@ def exception_error(exc: BaseException, tb: Optional[TracebackType] = None) -> E
     except Exception:  # pragma: no cover - formatting user objects can fail in odd ways
         text = f"{cls.__qualname__}: {_safe_str(exc)}\n(traceback could not be formatted)\n"
     return error_map(KIND_EXCEPTION, cls.__qualname__, cls.__module__ or "", _safe_str(exc), text)
+
+
+CALL_FIELDS = ("module", "function", "args", "kwargs", "session")
+"""The fields of a ``CALL`` body, in the order of its positional form."""
+
+
+def call_map(body: List[Any]) -> Dict[str, Any]:
+    """The map form of the positional ``CALL`` body ``[module, function, args, kwargs, session]``
+    (what the host sends), or ``BadRequest``.
+
+    # Examples
+
+    >>> call_map(["math", "sqrt", [2.0], None, None])["function"]
+    'sqrt'
+    """
+    if len(body) != len(CALL_FIELDS):
+        raise BadRequest(
+            f"CALL body array must have {len(CALL_FIELDS)} elements "
+            f"[module, function, args, kwargs, session], not {len(body)}")
+    return dict(zip(CALL_FIELDS, body))
 
 
 def parse_call(body: Any, op: str = "CALL") -> Tuple[str, str, List[Any], Dict[str, Any]]:

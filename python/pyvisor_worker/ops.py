@@ -213,6 +213,8 @@ class Ops:
             raise ProtocolError(f"malformed frame: {exc}") from None
         except Exception as exc:
             raise BadRequest(f"{name} body cannot be decoded: {exc}") from None
+        if op == CALL and type(body) is list:
+            body = calls.call_map(body)
         if type(body) is not dict:
             raise BadRequest(f"{name} body must be a map, not {type(body).__name__}")
         session = parse_session(body, name)

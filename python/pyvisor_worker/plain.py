@@ -37,13 +37,17 @@ def _no_ext(code: int, data: bytes) -> Any:
 def plain_call(raw: Any, contexts: Mapping[str, List[Any]]) -> Optional[PlainCall]:
     """The fields of the ``CALL`` body ``raw`` if it is plain, else ``None``.
 
-    Plain: one MessagePack map without ext values or non-string keys in maps, with non-empty
-    string ``module`` and ``function``, ``args`` an array or nil, ``kwargs`` a map with string
-    keys or nil, ``session`` a string or nil, and no contexts (``contexts``) for that session.
+    Plain: one MessagePack value without ext values or non-string keys in maps, either the
+    positional ``[module, function, args, kwargs, session]`` the host sends or the map with those
+    keys; non-empty string ``module`` and ``function``, ``args`` an array or nil, ``kwargs`` a
+    map with string keys or nil, ``session`` a string or nil, and no contexts (``contexts``) for
+    that session.
 
     # Examples
 
     >>> import msgpack
+    >>> plain_call(msgpack.packb(["math", "sqrt", [2.0], None, "s1"]), {})
+    ('math', 'sqrt', [2.0], {}, 's1')
     >>> body = msgpack.packb({"module": "math", "function": "sqrt", "args": [2.0]})
     >>> plain_call(body, {})
     ('math', 'sqrt', [2.0], {}, None)
@@ -54,19 +58,22 @@ def plain_call(raw: Any, contexts: Mapping[str, List[Any]]) -> Optional[PlainCal
         body = _unpackb(raw, raw=False, ext_hook=_no_ext)
     except Exception:  # an ext value, a non-string key, malformed input: the general path says
         return None
-    if type(body) is not dict:
+    if type(body) is list:
+        if len(body) != 5:
+            return None
+        module, function, args, kwargs, session = body
+    elif type(body) is dict:  # the map form, accepted too
+        get = body.get
+        module, function = get("module"), get("function")
+        args, kwargs, session = get("args"), get("kwargs"), get("session")
+    else:
         return None
-    get = body.get
-    module = get("module")
-    function = get("function")
     if type(module) is not str or type(function) is not str or not module or not function:
         return None
-    args = get("args")
     if args is None:
         args = _NO_ARGS
     elif type(args) is not list:
         return None
-    kwargs = get("kwargs")
     if kwargs is None:
         kwargs = _NO_KWARGS
     elif type(kwargs) is not dict:
@@ -75,7 +82,6 @@ def plain_call(raw: Any, contexts: Mapping[str, List[Any]]) -> Optional[PlainCal
         for key in kwargs:
             if type(key) is not str:  # bytes keys pass the decoder's strict_map_key
                 return None
-    session = get("session")
     if session is not None and (type(session) is not str or session in contexts):
         return None
     return module, function, args, kwargs, session

@@ -105,6 +105,19 @@ def test_a_ref_is_resolved_wherever_it_is_nested(client):
     assert result is True
 
 
+def test_a_positional_call_body_is_the_map_body(client):
+    """``[module, function, args, kwargs, session]``, as the host sends it, also on the general
+    path (a ref argument) and with errors (a session mismatch, a wrong length)."""
+    ref = client.call(H, "Box", "inside", session="s1")
+    assert isinstance(ref, RefHandle)
+    got = client.ok(CALL, [H, "echo", [ref], {"k": 1}, "s1"])
+    assert got[0][0].payload["type"] == "Box" and got[1] == {"k": 1}  # resolved, re-encoded
+    client.err(CALL, [H, "echo", [ref], None, "s2"], "ref_session_mismatch")
+    err = client.err(CALL, ["math", "sqrt", [4.0], None], "bad_request")
+    assert "5 elements" in err["message"]
+    assert client.ok(CALL, ["math", "sqrt", [4.0], None, None]) == 2.0
+
+
 def test_errors_of_refs(client):
     ref = client.call(H, "pattern", "a", session="s1")
     err = client.err(CALL_METHOD, {"target": ref, "method": "match", "args": ["a"],
@@ -133,6 +146,7 @@ def test_targets_must_be_refs(client):
                                 CONTEXT])
 def test_bodies_must_be_maps_with_a_string_session(client, op):
     client.err(op, [1, 2], "bad_request")
+    client.err(op, "not a map", "bad_request")
     client.err(op, {"session": 5, "module": "math", "function": "sqrt"}, "bad_request")
 
 

@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 import pyvisor_test_helpers as helpers
+from pyvisor_worker import calls
 from pyvisor_worker import ops as ops_module
 from pyvisor_worker import plain as plain_module
 from pyvisor_worker import value
@@ -33,6 +34,13 @@ def test_a_plain_body_gives_its_fields():
     assert plain_call(memoryview(raw), {}) == ("math", "sqrt", [2.0], {"k": 1}, "s1")
 
 
+def test_the_positional_body_the_host_sends_gives_its_fields():
+    raw = msgpack.packb(["math", "sqrt", [2.0], {"k": 1}, "s1"])
+    assert plain_call(raw, {}) == ("math", "sqrt", [2.0], {"k": 1}, "s1")
+    assert plain_call(msgpack.packb(["math", "sqrt", None, None, None]), {}) == (
+        "math", "sqrt", (), {}, None)
+
+
 def test_nil_and_absent_args_and_kwargs_are_empty():
     assert plain_call(body(args=None, kwargs=None), {})[2:] == ((), {}, None)
     assert plain_call(body(), {})[2:] == ((), {}, None)
@@ -50,6 +58,10 @@ def test_nil_and_absent_args_and_kwargs_are_empty():
     body(kwargs={b"k": 1}),  # a bytes key passes the decoder, not the plain path
     body(args=[{1: "int key"}]),  # a non-string map key
     body(session=5),
+    msgpack.packb(["math", "sqrt", [2.0], None]),  # a positional body of the wrong length
+    msgpack.packb(["math", "sqrt", [2.0], None, None, None]),
+    msgpack.packb(["math", "", [2.0], None, None]),
+    msgpack.packb([b"math", "sqrt", [2.0], None, None]),
     b"\xc1",  # never used in MessagePack
     body()[:-2],  # truncated
     body() + b"\x00",  # extra data
@@ -99,23 +111,30 @@ POLICIES = {
 }
 
 
+def positional(b):
+    """The body as the host sends it, ``[module, function, args, kwargs, session]``."""
+    return [b.get(field) for field in calls.CALL_FIELDS]
+
+
 def run_all(bodies, policy):
     ops = Ops(Registry(), POLICIES[policy]())
     replies = []
     for i, b in enumerate(bodies):
-        raw = msgpack.packb(b, default=lambda t: msgpack.ExtType(-1, t.to_bytes()))
+        raw = msgpack.packb(b)
         payload = protocol.encode_envelope(CALL, 1000 + i, raw)
         # The body as the channel gives it: bytes, or a view on a large payload.
         replies.append(ops.handle(CALL, 1000 + i, protocol.split_envelope(payload)[2]))
     return replies
 
 
+@pytest.mark.parametrize("form", ["positional", "map"])
 @pytest.mark.parametrize("policy", sorted(POLICIES))
-def test_the_plain_path_answers_as_the_general_path(monkeypatch, policy):
-    fast = run_all(BODIES, policy)
+def test_the_plain_path_answers_as_the_general_path(monkeypatch, policy, form):
+    bodies = [positional(b) for b in BODIES] if form == "positional" else BODIES
+    fast = run_all(bodies, policy)
     monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
-    general = run_all(BODIES, policy)
-    for b, got, want in zip(BODIES, fast, general):
+    general = run_all(bodies, policy)
+    for b, got, want in zip(bodies, fast, general):
         if got[0] and want[0]:
             assert got[1] == want[1], b
         else:

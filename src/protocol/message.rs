@@ -23,14 +23,28 @@ pub struct ReadyInfo {
     pub package: String,
 }
 
-/// The body of a `CALL` request.
-#[derive(Debug, Serialize)]
+/// The body of a `CALL` request, sent positionally: `[module, function, args, kwargs, session]`
+/// (docs/protocol.md, "CALL"). The hottest request has no key strings to write or decode.
+#[derive(Debug)]
 pub(crate) struct CallBody<'a, A: ?Sized, K: ?Sized> {
     pub(crate) module: &'a str,
     pub(crate) function: &'a str,
     pub(crate) args: &'a A,
     pub(crate) kwargs: &'a K,
     pub(crate) session: Option<&'a str>,
+}
+
+impl<A: Serialize + ?Sized, K: Serialize + ?Sized> Serialize for CallBody<'_, A, K> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut fields = serializer.serialize_tuple(5)?;
+        fields.serialize_element(self.module)?;
+        fields.serialize_element(self.function)?;
+        fields.serialize_element(self.args)?;
+        fields.serialize_element(self.kwargs)?;
+        fields.serialize_element(&self.session)?;
+        fields.end()
+    }
 }
 
 /// The target of `GET_ATTR`: a ref, or a module by name.
@@ -112,4 +126,31 @@ pub(crate) struct ErrorBody {
     pub(crate) message: String,
     #[serde(default)]
     pub(crate) traceback: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Point {
+        x: i32,
+    }
+
+    #[test]
+    fn a_call_body_is_positional_and_its_arguments_keep_their_names() {
+        let body = CallBody {
+            module: "m",
+            function: "f",
+            args: &(Point { x: 1 },),
+            kwargs: &(),
+            session: Some("s"),
+        };
+        let bytes = rmp_serde::to_vec_named(&body).unwrap();
+        // fixarray 5: "m", "f", [{"x": 1}], nil, "s".
+        let expected = [
+            0x95, 0xa1, b'm', 0xa1, b'f', 0x91, 0x81, 0xa1, b'x', 0x01, 0xc0, 0xa1, b's',
+        ];
+        assert_eq!(bytes, expected);
+    }
 }

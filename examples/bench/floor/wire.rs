@@ -8,8 +8,9 @@ pub const OK: u8 = 2;
 pub const ERROR: u8 = 3;
 pub const NDARRAY: i8 = 9;
 
-/// `[4-byte length][CALL, id, {module, function, args, kwargs: nil, session}]` in `frame`,
-/// with the args array written by `args` (same bytes as pyvisor's `CallBody`).
+/// `[4-byte length][CALL, id, [module, function, args, nil, session]]` in `frame` (the
+/// positional `CALL` body, kwargs nil), with the args array written by `args` (same bytes as
+/// pyvisor's `CallBody`).
 pub fn call(
     frame: &mut Vec<u8>,
     id: u64,
@@ -24,16 +25,11 @@ pub fn call(
     write_array_len(frame, 3).unwrap();
     write_uint(frame, CALL).unwrap();
     write_uint(frame, id).unwrap();
-    write_map_len(frame, 5).unwrap();
-    write_str(frame, "module").unwrap();
+    write_array_len(frame, 5).unwrap();
     write_str(frame, module).unwrap();
-    write_str(frame, "function").unwrap();
     write_str(frame, function).unwrap();
-    write_str(frame, "args").unwrap();
     args(frame);
-    write_str(frame, "kwargs").unwrap();
     write_nil(frame).unwrap();
-    write_str(frame, "session").unwrap();
     write_str(frame, session).unwrap();
     let len = (frame.len() - 4) as u32;
     frame[..4].copy_from_slice(&len.to_be_bytes());

@@ -102,9 +102,11 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Checks the configuration and the Python environment, then starts every pool. Workers
+    /// Checks the configuration and the Python environment, and starts every pool. Workers
     /// start in the background; calls made before they are ready wait for them (use
-    /// [`Runtime::wait_ready`] to wait explicitly).
+    /// [`Runtime::wait_ready`] to wait explicitly). The environment check (one interpreter run
+    /// per distinct interpreter) runs while the first workers start; if it fails, the pools are
+    /// shut down again, with every process they started reaped, before the error is returned.
     ///
     /// # Errors
     ///
@@ -152,14 +154,27 @@ impl RuntimeBuilder {
         let mut pools = HashMap::new();
         let mut joins = Vec::new();
         let mut checked = Vec::new();
+        // Unsupervised, each interpreter's preflight runs while the pools start their workers
+        // (it takes as long as a worker's start), and a failed one stops those pools again.
+        // Under a host supervisor, pools start only after their preflight: a pool started and
+        // stopped at once would show up in the host's supervision events.
+        let overlap = supervisor.is_none();
+        let mut preflights = Vec::new();
         for config in self.config.pools {
             let python =
                 python::resolve(config.python.as_deref().or(self.config.python.as_deref()))?;
             let mut python_path = config.python_path.clone();
             python_path.extend(python::bundled_worker_dir());
             if !checked.contains(&(python.clone(), python_path.clone())) {
-                python::preflight(&python, &python_path).await?;
                 checked.push((python.clone(), python_path.clone()));
+                if overlap {
+                    let (python, python_path) = (python.clone(), python_path.clone());
+                    preflights.push(tokio::spawn(async move {
+                        python::preflight(&python, &python_path).await
+                    }));
+                } else {
+                    python::preflight(&python, &python_path).await?;
+                }
             }
             let spec = Arc::new(WorkerSpec {
                 launch: LaunchSpec {
@@ -213,14 +228,24 @@ impl RuntimeBuilder {
             };
             pools.insert(config.name.clone(), Arc::new(client));
         }
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 pools,
                 events,
                 joins: Mutex::new(joins),
                 sessions: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        for preflight in preflights {
+            let outcome = preflight
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("preflight task: {e}"))));
+            if let Err(e) = outcome {
+                runtime.shutdown().await; // every process it started is reaped
+                return Err(e);
+            }
+        }
+        Ok(runtime)
     }
 }
 

@@ -216,7 +216,8 @@ class Ops:
         if op == CALL and type(body) is list:
             body = calls.call_map(body)
         if type(body) is not dict:
-            raise BadRequest(f"{name} body must be a map, not {type(body).__name__}")
+            shape = "an array or a map" if op == CALL else "a map"
+            raise BadRequest(f"{name} body must be {shape}, not {type(body).__name__}")
         session = parse_session(body, name)
         for _, ref_id, owner in resolved:
             if owner != session:

@@ -147,6 +147,8 @@ def test_targets_must_be_refs(client):
 def test_bodies_must_be_maps_with_a_string_session(client, op):
     client.err(op, [1, 2], "bad_request")
     client.err(op, "not a map", "bad_request")
+    if op != CALL:  # only CALL has a positional form
+        client.err(op, ["math", "sqrt", [4.0], None, None], "bad_request")
     client.err(op, {"session": 5, "module": "math", "function": "sqrt"}, "bad_request")
 
 

@@ -127,6 +127,27 @@ def run_all(bodies, policy):
     return replies
 
 
+ODD_POSITIONAL = [
+    [], ["math", "sqrt", [2.0], None], ["math", "sqrt", [2.0], None, None, None],
+    [None, "sqrt", [2.0], None, None], ["math", "sqrt", [2.0], None, 5],
+    ["math", "sqrt", {"a": 1}, None, None], ["math", "sqrt", [2.0], {b"k": 1}, None],
+    [H, "echo", [msgpack.ExtType(value.TUPLE, msgpack.packb([1]))], None, "s"],
+]
+
+
+def test_odd_positional_bodies_get_the_general_paths_answer(monkeypatch):
+    """Wrong lengths, a nil module, a bad session, bytes keys, ext values: the plain path
+    declines them, and the reply is the general path's."""
+    ops = Ops(Registry(), Policy())
+    raws = [msgpack.packb(b, use_bin_type=True) for b in ODD_POSITIONAL]
+    assert [plain_call(raw, {}) for raw in raws] == [None] * len(raws)
+    fast = [ops.handle(CALL, 7, raw) for raw in raws]
+    monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
+    general = [Ops(Registry(), Policy()).handle(CALL, 7, raw) for raw in raws]
+    assert fast == general
+    assert [ok for ok, _ in general].count(False) >= 6
+
+
 @pytest.mark.parametrize("form", ["positional", "map"])
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_the_plain_path_answers_as_the_general_path(monkeypatch, policy, form):

@@ -1,10 +1,11 @@
 """Framing and envelope of the pyvisor wire protocol (``docs/protocol.md``).
 
 A frame is a big-endian ``u32`` payload length followed by the payload, one MessagePack value
-``[op, id, body]``. Reading and writing go straight to the pipe fds with ``os.read`` and
-``os.writev`` (header and body in one call, never joined into a copy); writes are serialised by
-a lock so that the watch thread (``PONG``) and the interpreter thread (``OK``/``ERROR``) never
-interleave their frames.
+``[op, id, body]``. Reading and writing go straight to the pipe fds with ``os.read`` and, for a
+frame up to 4 KiB, one ``os.write`` of header and body joined (a small copy is cheaper than an
+iovec), for a larger one ``os.writev`` (header and body in one call, the body never copied);
+writes are serialised by a lock so that the watch thread (``PONG``) and the interpreter thread
+(``OK``/``ERROR``) never interleave their frames.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Most calls are a module function applied to MessagePack-native arguments, in a s
 contexts. ``plain_call`` recognises exactly those with one C-level decode and a few type tests,
 and answers ``None`` for everything else: a ref or any other ext value, a malformed or unusual
 body, a session with contexts. (msgpack's own timestamp, ext -1, never reaches an ``ext_hook``:
-both paths decode it to the same ``msgpack.Timestamp``.) ``None`` is never an error: the caller then takes the general path
-(``Ops``), which decodes again and gives every error its usual kind and message. Nothing here
-runs user code, so falling back loses nothing.
+both paths decode it to the same ``msgpack.Timestamp``.) ``None`` is never an error: the caller
+then takes the general path (``Ops``), which decodes again and gives every error its usual kind
+and message. Nothing here runs user code, so falling back loses nothing.
 """
 
 from __future__ import annotations

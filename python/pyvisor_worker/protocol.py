@@ -68,13 +68,13 @@ _READ_CHUNK = 1 << 20
 _ID16 = struct.Struct(">H").unpack_from
 _ID32 = struct.Struct(">I").unpack_from
 _COPY_BODY = 4096
+"""Bodies of payloads up to this size are split off as ``bytes``; larger ones as a view."""
 _JOIN_FRAME = 4096
 """Frames up to this size are written joined, with one ``write``; larger ones with ``writev``."""
 _HEAD_FIX = struct.Struct(">IBBB")
 _HEAD_U8 = struct.Struct(">IBBBB")
 _HEAD_U16 = struct.Struct(">IBBBH")
 _HEAD_U32 = struct.Struct(">IBBBI")
-"""Bodies of payloads up to this size are split off as ``bytes``; larger ones as a view."""
 
 
 class ProtocolError(Exception):
@@ -340,29 +340,29 @@ class FrameWriter:
 
     def send(self, op: int, request_id: int, body: bytes) -> None:
         """Write the frame ``[op, request_id, body]``; ``body`` is already MessagePack-encoded."""
-        size = len(body)
+        header = None
         if op < 0x80 and request_id <= 0xFFFFFFFF:
             # The length prefix and the envelope header in one pack (the shortest id form).
             if request_id < 0x80:
-                layout, marker, size = _HEAD_FIX, None, size + 3
+                layout, marker, extra = _HEAD_FIX, None, 3
             elif request_id <= 0xFF:
-                layout, marker, size = _HEAD_U8, 0xCC, size + 4
+                layout, marker, extra = _HEAD_U8, 0xCC, 4
             elif request_id <= 0xFFFF:
-                layout, marker, size = _HEAD_U16, 0xCD, size + 5
+                layout, marker, extra = _HEAD_U16, 0xCD, 5
             else:
-                layout, marker, size = _HEAD_U32, 0xCE, size + 7
-            if size > self._max_frame:
-                raise FrameTooLarge(size, self._max_frame)
-            if marker is None:
-                head = layout.pack(size, 0x93, op, request_id)
-            else:
-                head = layout.pack(size, 0x93, op, marker, request_id)
+                layout, marker, extra = _HEAD_U32, 0xCE, 7
         else:
             header = envelope_header(op, request_id)
-            size += len(header)
-            if size > self._max_frame:
-                raise FrameTooLarge(size, self._max_frame)
+            extra = len(header)
+        size = len(body) + extra
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        if header is not None:
             head = _LEN.pack(size) + header
+        elif marker is None:
+            head = layout.pack(size, 0x93, op, request_id)
+        else:
+            head = layout.pack(size, 0x93, op, marker, request_id)
         with self._lock:
             if size <= _JOIN_FRAME:
                 frame = head + body  # one small copy, one plain write

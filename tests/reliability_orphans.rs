@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use pyvisor::{Affinity, ExitStatus, LaunchMode, LossReason, PoolConfig, PoolStatus};
 use support::events::{label, until};
-use support::{alive, eventually, pool, runtime, signal};
+use support::{alive, eventually, pool, processes_with_env, runtime, signal};
 
 /// How long the processes of a killed host may take to disappear before the test fails. The
 /// guarantee is "gone within 1 s"; the bound is generous for a loaded 2-core machine, and the
@@ -260,26 +260,11 @@ fn recorded(dir: &Path) -> BTreeMap<u32, String> {
 }
 
 /// Live processes whose environment carries `PYVISOR_ORPHAN_DIR=<dir>`: every process of the
-/// round, whoever started it (zombies excluded: they run nothing).
+/// round, whoever started it.
 fn processes_of(dir: &Path) -> Vec<u32> {
-    let mut needle = format!("{DIR_ENV}=").into_bytes();
-    needle.extend_from_slice(dir.as_os_str().as_encoded_bytes());
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|e| e == needle.as_slice()) && alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
+    let mut entry = format!("{DIR_ENV}=").into_bytes();
+    entry.extend_from_slice(dir.as_os_str().as_encoded_bytes());
+    processes_with_env(&entry)
 }
 
 fn describe(pid: u32, recorded: &BTreeMap<u32, String>) -> String {

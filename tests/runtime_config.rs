@@ -109,7 +109,12 @@ async fn an_interpreter_without_the_worker_package_is_a_clear_start_error() {
         msg.contains("pip install") && msg.contains("msgpack"),
         "{msg}"
     );
-    assert_eq!(processes_of_pool(&name), Vec::<u32>::new());
+    let workers = support::processes_with_env(format!("PYVISOR_POOL={name}").as_bytes());
+    assert_eq!(
+        workers,
+        Vec::<u32>::new(),
+        "workers of the pool left behind"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -128,25 +133,4 @@ async fn duplicate_or_empty_pools_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
-}
-
-/// Live processes whose environment names pool `name` (`PYVISOR_POOL`, set on every worker).
-fn processes_of_pool(name: &str) -> Vec<u32> {
-    let marker = format!("PYVISOR_POOL={name}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-        {
-            found.push(pid);
-        }
-    }
-    found
 }

@@ -85,6 +85,27 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Live processes (zombies excluded) whose environment holds exactly `entry` (`KEY=value`),
+/// whoever started them.
+pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for dir in entries.flatten() {
+        let Ok(pid) = dir.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|e| e == entry) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Sends `signal` to `pid`.
 pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory-safety preconditions.

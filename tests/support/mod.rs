@@ -85,25 +85,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The pids of every process on the machine now (`/proc`).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
 /// Live processes (zombies excluded) whose environment holds exactly `entry` (`KEY=value`),
 /// whoever started them.
 pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for dir in entries.flatten() {
-        let Ok(pid) = dir.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|e| e == entry) && alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|e| e == entry))
+                && alive(*pid)
+        })
+        .collect()
 }
 
 /// Sends `signal` to `pid`.

@@ -199,6 +199,8 @@ pub fn check_request(
         actor: inert_pool_actor(),
         call_timeout: Duration::from_secs(1),
         max_frame,
+        affinity: Default::default(),
+        single_worker: false,
         failure: Arc::new(OnceLock::new()),
         requests: Default::default(),
     };

@@ -335,7 +335,14 @@ impl Actor for Pool {
         };
         state.slots[slot].actor = None;
         state.slots[slot].worker = None;
-        state.slots[slot].link = None;
+        // Calls waiting at the lost worker never ran: once the loss is recorded, they are routed
+        // again like calls of the pool's own queue (lost strict sessions are told, hint sessions
+        // move, a stopping pool refuses).
+        let waiting = state.slots[slot]
+            .link
+            .take()
+            .map(|link| link.take_waiting())
+            .unwrap_or_default();
         match failure {
             _ if matches!(state.phase, Phase::Stopping | Phase::Draining) => {
                 state.worker_gone(slot, LossReason::PoolStopped, Vec::new());
@@ -352,6 +359,9 @@ impl Actor for Pool {
                 };
                 state.on_worker_failed(&myself, slot, failure);
             }
+        }
+        for w in waiting {
+            state.admit(&myself, w.job, Some(w.affinity));
         }
         state.finish_message()
     }
@@ -632,7 +642,14 @@ impl PoolState {
         pin: Option<usize>,
         affinity: Affinity,
     ) {
-        match self.queue.push(job, pin, affinity) {
+        let job = match self.wait_at_worker(job, pin, affinity) {
+            Ok(()) => return,
+            Err(job) => job,
+        };
+        match self
+            .queue
+            .push(job, pin, affinity, self.spec.gate.waiting())
+        {
             Ok(()) => {
                 // Closed at once, not only at the end of this message: no direct call may
                 // overtake the queued one.
@@ -652,6 +669,51 @@ impl PoolState {
                 }));
             }
         }
+    }
+
+    /// Queues a job that can only run on one worker in that worker's wait list, when the worker
+    /// is up: the reader task then writes it when the worker is free, with no message to the pool
+    /// (`worker/waiting.rs`). That worker is `pin`, or the only one of the pool for a hint call.
+    /// Only while the pool's own queue is empty: a wait list is served before the pool's queue,
+    /// so a job must not join one while an earlier job (maybe of the same session) waits here.
+    ///
+    /// # Errors
+    ///
+    /// Gives the job back when it may run anywhere, the pool's queue is not empty, or its worker
+    /// cannot take it now: the pool queues it itself.
+    fn wait_at_worker(
+        &mut self,
+        mut job: Job,
+        pin: Option<usize>,
+        affinity: Affinity,
+    ) -> Result<(), Job> {
+        let slot = match pin {
+            Some(slot) => slot,
+            None if affinity == Affinity::Hint && self.slots.len() == 1 => 0,
+            None => return Err(job),
+        };
+        let Some(link) = self.slots[slot].link.clone() else {
+            return Err(job);
+        };
+        if self.queue.len() > 0 {
+            return Err(job);
+        }
+        self.commit(slot, &link, &mut job);
+        link.enqueue(job, affinity).map_err(|mut job| {
+            job.reply.on_drop = None;
+            job
+        })
+    }
+
+    /// Prepares `job` to be handed to `slot`'s worker: points the session's route there if the
+    /// session is bound there, and makes a job dropped unanswered report the worker as gone.
+    fn commit(&mut self, slot: usize, link: &Arc<WorkerLink>, job: &mut Job) {
+        let worker = self.worker_id(slot);
+        if let (Some(ticket), Some(session)) = (&job.route, &job.session) {
+            let at = (slot, worker.generation);
+            self.sessions.route(session, ticket.route(), at, link);
+        }
+        job.reply.on_drop = Some(Box::new(stopped_before_the_call(worker)));
     }
 
     /// Runs `job` on `slot` ([`PoolState::dispatch`]); if the worker turned out to be busy with a
@@ -681,16 +743,7 @@ impl PoolState {
                 .send(Err(Error::Internal("dispatch to an empty slot".into())));
             return Ok(());
         };
-        if let (Some(ticket), Some(session)) = (&job.route, &job.session) {
-            let at = (slot, worker.generation);
-            self.sessions.route(session, ticket.route(), at, &link);
-        }
-        let gone = |worker: WorkerId| Error::WorkerExited {
-            worker,
-            reason: LossReason::ActorFailed("worker stopped before the call".into()),
-            stderr_tail: Vec::new(),
-        };
-        job.reply.on_drop = Some(Box::new(gone(worker.clone())));
+        self.commit(slot, &link, &mut job);
         let outcome = link.run(job);
         // Busy until the worker says it is idle; a closed link stays busy until its supervision
         // event arrives (no call is sent into a dead worker meanwhile).
@@ -702,7 +755,7 @@ impl PoolState {
                 Err(job)
             }
             Err(Refused::Closed(job)) => {
-                let _ = job.reply.send(Err(gone(worker)));
+                let _ = job.reply.send(Err(stopped_before_the_call(worker)));
                 Ok(())
             }
             Err(Refused::Unavailable(job)) => {
@@ -872,10 +925,13 @@ impl PoolState {
             reason: reason.clone(),
             stderr_tail: stderr_tail.clone(),
         };
+        let mut waiting = Vec::new();
         for slot in 0..self.slots.len() {
             if let Some(worker) = self.slots[slot].worker.take() {
                 self.slots[slot].actor = None;
-                self.slots[slot].link = None;
+                if let Some(link) = self.slots[slot].link.take() {
+                    waiting.extend(link.take_waiting());
+                }
                 worker.kill();
                 self.worker_gone(slot, LossReason::PoolStopped, Vec::new());
             }
@@ -892,8 +948,9 @@ impl PoolState {
             stderr_tail,
         };
         let _ = self.failure.set(err.clone());
-        for q in self.queue.drain() {
-            let _ = q.job.reply.send(Err(err.clone()));
+        let queued = self.queue.drain().map(|q| q.job);
+        for job in queued.chain(waiting.into_iter().map(|w| w.job)) {
+            let _ = job.reply.send(Err(err.clone()));
         }
         for waiter in self.ready_waiters.drain(..) {
             let _ = waiter.send(Err(err.clone()));
@@ -925,9 +982,13 @@ impl PoolState {
             }
         }
         let pool = self.name.to_string();
-        for q in self.queue.drain() {
-            let _ = q
-                .job
+        let waiting: Vec<Job> = (self.slots.iter())
+            .filter_map(|s| s.link.as_ref())
+            .flat_map(|link| link.take_waiting())
+            .map(|w| w.job)
+            .collect();
+        for job in self.queue.drain().map(|q| q.job).chain(waiting) {
+            let _ = job
                 .reply
                 .send(Err(Error::ShuttingDown { pool: pool.clone() }));
         }
@@ -1014,13 +1075,22 @@ impl PoolState {
                     forked: s.forked,
                 })
                 .collect(),
-            queued: self.queue.len(),
+            queued: self.queue.len() + self.spec.gate.waiting(),
             sessions: self.sessions.len(),
             restarts: self.restarts,
             saturated: self.saturated,
-            queue_timeouts: self.queue_timeouts,
+            queue_timeouts: self.queue_timeouts + self.spec.gate.wait_timeouts(),
             template_pid: self.template.as_ref().and_then(|t| t.pid),
             direct_calls: self.spec.gate.calls(),
         }
+    }
+}
+
+/// The error of a call whose worker went away before it could be written.
+fn stopped_before_the_call(worker: WorkerId) -> Error {
+    Error::WorkerExited {
+        worker,
+        reason: LossReason::ActorFailed("worker stopped before the call".into()),
+        stderr_tail: Vec::new(),
     }
 }

@@ -203,6 +203,8 @@ impl RuntimeBuilder {
                     .template_preload()
                     .map(|_| Arc::new(TemplateLink::default())),
                 gate: Default::default(),
+                max_queue: config.max_queue,
+                queue_timeout: config.queue_timeout,
             });
             let failure = Arc::new(OnceLock::new());
             let args = PoolArgs {
@@ -222,6 +224,8 @@ impl RuntimeBuilder {
                 name: config.name.as_str().into(),
                 call_timeout: config.call_timeout,
                 max_frame: config.max_frame,
+                affinity: config.affinity,
+                single_worker: config.size == 1,
                 actor,
                 failure,
                 requests: Default::default(),

@@ -13,6 +13,7 @@ mod job;
 mod link;
 mod output;
 pub(crate) mod process;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use channel::RequestChannel;
 use deadline::DeadlineTimer;
 pub(crate) use output::{capture, OutputSource, StderrTail, Stream};
 use process::ProcessGroup;
+use waiting::WaitList;
 
 /// Environment defaults of every worker process; a value set in the host's environment or in the
 /// pool's `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N
@@ -83,6 +85,9 @@ pub(crate) struct WorkerSpec {
     pub(crate) template: Option<Arc<TemplateLink>>,
     /// The pool's gate for direct calls (see `worker/link.rs`).
     pub(crate) gate: Arc<DirectGate>,
+    /// Bound and timeout of the wait list (the pool's `max_queue` and `queue_timeout`).
+    pub(crate) max_queue: usize,
+    pub(crate) queue_timeout: Duration,
 }
 
 /// Arguments of one worker incarnation.
@@ -108,6 +113,8 @@ pub(crate) enum WorkerMsg {
     HeartbeatTick,
     Overrun(u64),
     OverrunGraceOver(u64),
+    /// The oldest call of the wait list may have waited its queue timeout.
+    QueueDue,
     Escalate(i32, Duration),
 }
 
@@ -193,6 +200,7 @@ impl Actor for Worker {
             writer,
             deadline,
             spec.launch.max_frame,
+            WaitList::new(spec.gate.clone(), spec.max_queue, spec.queue_timeout),
         );
 
         // Buffered: a small reply (length prefix and payload) costs one `read`.
@@ -313,6 +321,7 @@ impl Actor for Worker {
                     });
                 }
             }
+            WorkerMsg::QueueDue => state.link.expire_waiting(),
             WorkerMsg::OverrunGraceOver(id) => {
                 if state.link.is_in_flight(id) {
                     return Err(state.fail(LossReason::DeadlineOverrun));

@@ -75,6 +75,7 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
             u0 = usage();
             t0 = Instant::now();
             let per = n / THROUGHPUT_SESSIONS;
+            let stats = prt.clone();
             b.on_task(async move {
                 let tasks: Vec<_> = sessions
                     .into_iter()
@@ -90,6 +91,8 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
                 for t in tasks {
                     t.await.unwrap();
                 }
+                let direct = stats.stats().await[0].direct_calls;
+                eprintln!("{direct} of the calls went direct (written by their caller or from the worker's wait list)");
             });
         }
         other => die(&format!(

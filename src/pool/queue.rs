@@ -39,15 +39,17 @@ impl Queue {
         self.capacity
     }
 
-    /// Queues a job; gives it back when the queue is full.
+    /// Queues a job; gives it back when the queue is full, counting the `elsewhere` calls that
+    /// wait at their workers (the capacity bounds both together).
     pub(crate) fn push(
         &mut self,
         job: Job,
         pin: Option<usize>,
         affinity: Affinity,
+        elsewhere: usize,
     ) -> Result<(), Job> {
         self.items.retain(|q| !q.job.abandoned());
-        if self.items.len() >= self.capacity {
+        if self.items.len() + elsewhere >= self.capacity {
             return Err(job);
         }
         self.items.push_back(Queued {

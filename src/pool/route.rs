@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::pool::Affinity;
 use crate::worker::{Job, WorkerLink};
 
 /// Where a session's calls go when its worker is idle (see the module docs).
@@ -79,14 +80,16 @@ impl SessionRoute {
         self.through_pool.load(Ordering::SeqCst) == 0
     }
 
-    /// Writes `job` straight to the session's worker if it is idle and the pool allows it.
+    /// Writes `job` straight to the session's worker if it is idle and the pool allows it; if
+    /// the worker is busy, `job` waits there when `wait` names its affinity
+    /// ([`WorkerLink::run_direct`]).
     ///
     /// # Errors
     ///
     /// Gives the job back when there is no route, an earlier call of the session is still on its
     /// way through the pool, the job is pinned to another worker, or the link refuses it: the job
     /// then goes through the pool.
-    pub(crate) fn try_direct(&self, job: Job) -> Result<(), Job> {
+    pub(crate) fn try_direct(&self, job: Job, wait: Option<Affinity>) -> Result<(), Job> {
         if !self.nothing_through_pool() {
             return Err(job);
         }
@@ -94,7 +97,7 @@ impl SessionRoute {
         let to = self.to.lock().unwrap_or_else(|e| e.into_inner());
         match to.as_ref() {
             Some(r) if job.pin.is_none_or(|pin| pin == (r.slot, r.generation)) => {
-                r.link.run_direct(job)
+                r.link.run_direct(job, wait)
             }
             _ => Err(job),
         }

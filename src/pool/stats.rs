@@ -8,7 +8,8 @@ pub struct PoolStats {
     pub status: PoolStatus,
     /// One entry per slot.
     pub workers: Vec<WorkerStats>,
-    /// Calls waiting for a worker.
+    /// Calls waiting for a worker: in the pool's queue or in a worker's wait list
+    /// (docs/architecture.md, "Message flow of a call").
     pub queued: usize,
     /// Known sessions (bound or lost).
     pub sessions: usize,
@@ -16,12 +17,13 @@ pub struct PoolStats {
     pub restarts: u64,
     /// Calls refused because the queue was full.
     pub saturated: u64,
-    /// Calls dropped from the queue by the queue timeout.
+    /// Calls dropped from the queue or a wait list by the queue timeout.
     pub queue_timeouts: u64,
     /// OS pid of the pool's template process while it is ready (`LaunchMode::Template`).
     pub template_pid: Option<u32>,
-    /// Session calls written straight to their idle worker, without a message to the pool
-    /// actor (docs/architecture.md, "Message flow of a call").
+    /// Session calls written straight to their idle worker or put in its wait list by their
+    /// caller, without a message to the pool actor (docs/architecture.md, "Message flow of a
+    /// call").
     pub direct_calls: u64,
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::CallOptions;
 use crate::error::Error;
-use crate::pool::{PoolMsg, SessionRoute};
+use crate::pool::{Affinity, PoolMsg, SessionRoute};
 use crate::value::{collect_refs, from_value, Ref, Value};
 use crate::worker::{Job, Reply, ReplyTo};
 
@@ -22,6 +22,10 @@ pub(crate) struct PoolClient {
     pub(crate) actor: ActorRef<PoolMsg>,
     pub(crate) call_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// The pool's default affinity, and whether it has a single worker: which calls may wait at
+    /// their busy worker ([`PoolClient::waits_at_worker`]).
+    pub(crate) affinity: Affinity,
+    pub(crate) single_worker: bool,
     /// Set by the pool when it fails, for callers that find its actor gone (escalated).
     pub(crate) failure: Arc<OnceLock<Error>>,
     /// Request ids handed out by [`PoolClient::next_request`].
@@ -183,7 +187,7 @@ impl PoolClient {
         let (reply, rx) = oneshot::channel();
         let mut job = self.job(session, request, reply, deadline);
         if let Some(route) = route {
-            job = match route.try_direct(job) {
+            job = match route.try_direct(job, self.waits_at_worker(opts.affinity)) {
                 Ok(()) => return Ok(self.pending(rx, deadline, timeout)),
                 Err(job) => job,
             };
@@ -197,6 +201,17 @@ impl PoolClient {
             return Err(self.gone());
         }
         Ok(self.pending(rx, deadline, timeout))
+    }
+
+    /// The affinity of a call that may wait at its session's busy worker, if it may: where the
+    /// pool would queue it for that same worker anyway (strict queue; hint when the pool has a
+    /// single worker, since there is no other worker to move to).
+    fn waits_at_worker(&self, affinity: Option<Affinity>) -> Option<Affinity> {
+        match affinity.unwrap_or(self.affinity) {
+            Affinity::StrictQueue => Some(Affinity::StrictQueue),
+            Affinity::Hint if self.single_worker => Some(Affinity::Hint),
+            _ => None,
+        }
     }
 
     fn pending(

@@ -3,7 +3,9 @@
 //! A worker runs one call at a time, so one timer is enough. Arming it stores the call's id and
 //! deadline; the timer task only wakes up when the new deadline is earlier than the one it sleeps
 //! towards, so a call costs a lock and no task, no allocation (a `send_after` per call would leave
-//! one task alive until each call's deadline, long after the reply).
+//! one task alive until each call's deadline, long after the reply). The same task wakes the
+//! worker actor when the oldest call of the wait list has waited its queue timeout
+//! (`worker/waiting.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,8 @@ use super::WorkerMsg;
 struct Armed {
     /// The call being timed and its deadline.
     call: Option<(u64, Instant)>,
+    /// When the oldest waiting call times out (maybe earlier: a spurious wake-up is harmless).
+    queue: Option<Instant>,
     /// What the timer task currently sleeps towards (`None`: it waits for a call).
     sleeping_until: Option<Instant>,
 }
@@ -29,7 +33,8 @@ struct Shared {
 }
 
 /// The worker's deadline timer: sends [`WorkerMsg::Overrun`] once per armed call whose deadline
-/// passes while it is still the armed call.
+/// passes while it is still the armed call, and [`WorkerMsg::QueueDue`] once per armed queue
+/// expiry.
 pub(super) struct DeadlineTimer {
     shared: Arc<Shared>,
 }
@@ -52,6 +57,16 @@ impl DeadlineTimer {
         }
     }
 
+    /// Wakes the worker actor at `at` (or earlier) to expire waiting calls.
+    pub(super) fn arm_queue(&self, at: Instant) {
+        let mut armed = self.shared.armed.lock().expect("deadline lock");
+        armed.queue = Some(armed.queue.map_or(at, |q| q.min(at)));
+        if armed.sleeping_until.is_none_or(|t| at < t) {
+            drop(armed);
+            self.shared.rearm.notify_one();
+        }
+    }
+
     /// Stops timing: the call was answered.
     pub(super) fn disarm(&self) {
         self.shared.armed.lock().expect("deadline lock").call = None;
@@ -62,20 +77,27 @@ async fn run(worker: ActorRef<WorkerMsg>, shared: Arc<Shared>) {
     loop {
         let next = {
             let mut armed = shared.armed.lock().expect("deadline lock");
-            let next = match armed.call {
-                Some((id, at)) if at <= Instant::now() => {
+            let now = Instant::now();
+            let next = match (armed.call, armed.queue) {
+                (Some((id, at)), _) if at <= now => {
                     armed.call = None;
-                    Err(id)
+                    Err(WorkerMsg::Overrun(id))
                 }
-                Some((_, at)) => Ok(Some(at)),
-                None => Ok(None),
+                (_, Some(at)) if at <= now => {
+                    armed.queue = None;
+                    Err(WorkerMsg::QueueDue)
+                }
+                (call, queue) => Ok(match (call.map(|(_, at)| at), queue) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }),
             };
-            armed.sleeping_until = next.ok().flatten();
+            armed.sleeping_until = next.as_ref().ok().copied().flatten();
             next
         };
         match next {
-            Err(id) => {
-                if worker.cast(WorkerMsg::Overrun(id)).is_err() {
+            Err(msg) => {
+                if worker.cast(msg).is_err() {
                     return;
                 }
             }

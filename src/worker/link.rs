@@ -10,8 +10,10 @@
 //! * **direct** ([`WorkerLink::run_direct`]): a session whose worker is idle writes its call
 //!   itself, through the route the pool gave it at its last dispatch — no actor message at all.
 //!   Only while the pool's [`DirectGate`] is open (running, nothing queued), so a direct call never
-//!   overtakes a queued one; a busy, closed or stopping worker refuses it and the call goes
-//!   through the pool.
+//!   overtakes a queued one; a closed or stopping worker refuses it and the call goes through
+//!   the pool. A busy worker refuses it too, unless the call may wait there
+//!   (`worker/waiting.rs`): it then joins the worker's wait list, and the reader task writes it
+//!   as soon as the call before it is answered.
 //!
 //! The link's in-flight slot is the truth about whether the worker is busy. When the pool finds
 //! a worker busy with a direct call, it asks to be told when the worker is idle (`pool_waiting`).
@@ -22,7 +24,7 @@
 //! Everything that writes to the pipe or touches the call in flight does it under one lock, so
 //! frames never interleave and a reply, a failure and a new call always see one consistent state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ractor::ActorRef;
@@ -30,8 +32,9 @@ use ractor::ActorRef;
 use super::channel::RequestChannel;
 use super::deadline::DeadlineTimer;
 use super::job::{Job, Reply, ReplyTo};
+use super::waiting::{WaitList, Waiting};
 use crate::error::{Error, WorkerId};
-use crate::pool::PoolMsg;
+use crate::pool::{Affinity, PoolMsg};
 use crate::protocol::{encode_request, op, Incoming};
 
 /// The call a worker is running.
@@ -49,7 +52,11 @@ struct Inner {
     stopping: bool,
     next_id: u64,
     in_flight: Option<InFlight>,
-    /// The pool waits for this worker to become idle: the next reply sends `WorkerIdle`.
+    /// Calls to write after the one in flight, by the reader task (never waiting while nothing
+    /// is in flight on an open link).
+    waiting: WaitList,
+    /// The pool waits for this worker to become idle: the reply that leaves it idle (nothing
+    /// waiting) sends `WorkerIdle`.
     pool_waiting: bool,
 }
 
@@ -79,6 +86,9 @@ pub(crate) enum Refused {
 pub(crate) struct DirectGate {
     open: AtomicBool,
     calls: AtomicU64,
+    /// Calls in the wait lists of the pool's workers (`worker/waiting.rs`).
+    waiting: AtomicUsize,
+    wait_timeouts: AtomicU64,
 }
 
 impl DirectGate {
@@ -90,9 +100,38 @@ impl DirectGate {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// Direct calls written so far.
+    /// Direct calls so far (written by their caller, or waiting and written by a reader task).
     pub(crate) fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls in the wait lists of the pool's workers, all together.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Counts one more waiting call unless `capacity` are waiting already.
+    pub(super) fn reserve_wait(&self, capacity: usize) -> bool {
+        (self.waiting)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a call that waits again after it was taken out (never refused).
+    pub(super) fn restore_wait(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` calls left the wait lists.
+    pub(super) fn release_wait(&self, n: usize) {
+        self.waiting.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Calls dropped from the workers' wait lists by the queue timeout.
+    pub(crate) fn wait_timeouts(&self) -> u64 {
+        self.wait_timeouts.load(Ordering::Relaxed)
     }
 }
 
@@ -120,6 +159,7 @@ impl WorkerLink {
         writer: RequestChannel,
         deadline: DeadlineTimer,
         max_frame: usize,
+        waiting: WaitList,
     ) -> Arc<Self> {
         Arc::new(WorkerLink {
             id,
@@ -133,6 +173,7 @@ impl WorkerLink {
                 stopping: false,
                 next_id: 0,
                 in_flight: None,
+                waiting,
                 pool_waiting: false,
             }),
         })
@@ -161,27 +202,60 @@ impl WorkerLink {
         if inner.in_flight.is_some() {
             return Err(Refused::Busy(job));
         }
-        self.start(inner, job).map_err(Refused::Closed)
+        self.start(&mut inner, job).map_err(Refused::Closed)
     }
 
-    /// A session's way in: runs `job` only if the pool's gate is open and the worker is ready,
-    /// open and idle.
+    /// The pool's way to queue `job` for this worker: it joins the wait list (or runs at once if
+    /// the worker turned out to be idle); the pool is told when the worker is idle.
     ///
     /// # Errors
     ///
-    /// Gives the job back otherwise: it then goes through the pool.
-    pub(crate) fn run_direct(&self, job: Job) -> Result<(), Job> {
-        let inner = self.lock();
-        // Tested under the lock: the pool closes the gate before it looks at in-flight slots.
-        if !self.gate.is_open() || !inner.accepting || inner.in_flight.is_some() {
+    /// Gives the job back when the worker cannot take calls or the wait list is full: the pool
+    /// then queues it itself.
+    pub(crate) fn enqueue(&self, job: Job, affinity: Affinity) -> Result<(), Job> {
+        let mut inner = self.lock();
+        if !inner.accepting {
             return Err(job);
         }
-        self.start(inner, job)?;
+        inner.pool_waiting = true;
+        if inner.in_flight.is_none() {
+            return self.start(&mut inner, job);
+        }
+        if let Some(expiry) = inner.waiting.push(job, affinity)? {
+            self.deadline.arm_queue(expiry);
+        }
+        Ok(())
+    }
+
+    /// A session's way in: runs `job` only if the pool's gate is open and the worker is ready and
+    /// open. If the worker is busy, `job` joins its wait list when `wait` names the job's
+    /// affinity (the caller knows whether the pool would have queued it for this worker anyway).
+    ///
+    /// # Errors
+    ///
+    /// Gives the job back otherwise, or when the wait list is full: it then goes through the
+    /// pool.
+    pub(crate) fn run_direct(&self, job: Job, wait: Option<Affinity>) -> Result<(), Job> {
+        let mut inner = self.lock();
+        // Tested under the lock: the pool closes the gate before it looks at in-flight slots.
+        if !self.gate.is_open() || !inner.accepting {
+            return Err(job);
+        }
+        if inner.in_flight.is_none() {
+            self.start(&mut inner, job)?;
+        } else {
+            let Some(affinity) = wait else {
+                return Err(job);
+            };
+            if let Some(expiry) = inner.waiting.push(job, affinity)? {
+                self.deadline.arm_queue(expiry);
+            }
+        }
         self.gate.calls.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn start(&self, mut inner: MutexGuard<'_, Inner>, job: Job) -> Result<(), Job> {
+    fn start(&self, inner: &mut Inner, job: Job) -> Result<(), Job> {
         let Some(id) = inner.write(job.op, &job.body) else {
             return Err(job);
         };
@@ -208,6 +282,33 @@ impl WorkerLink {
     /// Whether a call is in flight.
     pub(crate) fn is_busy(&self) -> bool {
         self.lock().in_flight.is_some()
+    }
+
+    /// Takes every call of the wait list (none of them was written), for the pool to answer or
+    /// route again when the worker is lost or the pool stops.
+    pub(crate) fn take_waiting(&self) -> Vec<Waiting> {
+        self.lock().waiting.take_all()
+    }
+
+    /// Answers the calls that waited `queue_timeout` with `Error::QueueTimeout` (they never run),
+    /// and re-arms the timer for the oldest one left.
+    pub(super) fn expire_waiting(&self) {
+        let now = tokio::time::Instant::now();
+        let expired = {
+            let mut inner = self.lock();
+            let (expired, next) = inner.waiting.expire(now);
+            if let Some(at) = next {
+                self.deadline.arm_queue(at);
+            }
+            expired
+        };
+        for w in expired {
+            self.gate.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            let _ = w.job.reply.send(Err(Error::QueueTimeout {
+                pool: self.id.pool.clone(),
+                waited: now.duration_since(w.since),
+            }));
+        }
     }
 
     /// Writes a control frame (ping, shutdown); its id, or `None` once the link is closed.
@@ -244,8 +345,12 @@ impl WorkerLink {
             if inner.in_flight.as_ref().is_none_or(|c| c.id != frame.id) {
                 return Err(frame);
             }
-            let notify = std::mem::take(&mut inner.pool_waiting) && !inner.stopping;
-            (self.take_call(&mut inner).expect("checked above"), notify)
+            let call = self.take_call(&mut inner).expect("checked above");
+            // The next waiting call is written before this reply is delivered: the worker never
+            // waits for this caller.
+            let next = inner.accepting && self.start_waiting(&mut inner);
+            let notify = !next && std::mem::take(&mut inner.pool_waiting) && !inner.stopping;
+            (call, notify)
         };
         let outcome = if frame.op == op::OK {
             Ok(Reply(frame))
@@ -262,6 +367,29 @@ impl WorkerLink {
         }
         let _ = call.reply.send(outcome);
         Ok(())
+    }
+
+    /// Writes the oldest call of the wait list; whether there was one to write.
+    fn start_waiting(&self, inner: &mut Inner) -> bool {
+        let Some(Waiting {
+            job,
+            affinity,
+            since,
+        }) = inner.waiting.pop()
+        else {
+            return false;
+        };
+        match self.start(inner, job) {
+            Ok(()) => true,
+            Err(job) => {
+                inner.waiting.put_back(Waiting {
+                    job,
+                    affinity,
+                    since,
+                });
+                false
+            }
+        }
     }
 
     /// Takes the call in flight and stops timing it. Called under the lock, so that a call

@@ -33,7 +33,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.pyvisor-installed"
-want="$(cat "$root/python/pyproject.toml" "$root/scripts/setup-python.sh" | sha256sum | cut -d' ' -f1)"
+# The C accelerator's source is part of the stamp: an edit rebuilds it (in place, next to the
+# package's Python files, where a worker started with PYTHONPATH=python/ finds it too).
+want="$(cat "$root/python/pyproject.toml" "$root/python/setup.py" "$root/scripts/setup-python.sh" \
+    "$root/python/pyvisor_worker/_plainc.c" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root/python[dev]"

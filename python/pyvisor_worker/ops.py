@@ -1,22 +1,25 @@
 """Running requests on the interpreter thread: decode the body, resolve refs, run the op inside the
 session's contexts, encode the result (``docs/protocol.md``, "Operations").
 
-``Ops.handle`` turns one request ``(op, id, raw body)`` into a reply: ``(True, OK body bytes)`` or
-``(False, error map)``. A ``CALL`` made only of plain values takes the plain path first
-(``plain.plain_call``: one decode, no request object, a scalar result packed directly); anything
-else, or anything unusual, is decoded again here before user code runs, so both paths answer the
-same request alike. Nothing a request does escapes as an exception except ``KeyboardInterrupt``
-and ``ProtocolError`` (a body that is not one well-formed MessagePack value: the worker exits 3).
+``Ops.handle`` turns one request ``(op, id, raw body)`` into a reply: ``(True, OK body bytes)``,
+``(False, error map)`` or ``(None, complete OK frame)``. A ``CALL`` made only of plain values
+takes the C accelerator first when the worker has it (``accel.py``: the common case, without a
+Python frame, answered with the whole reply frame), then the plain path (``plain.plain_call``: one
+decode, no request object, a scalar result packed directly); anything else, or anything unusual,
+is decoded again here before user code runs, so all paths answer the same request alike. Nothing
+a request does escapes as an exception except ``KeyboardInterrupt`` and ``ProtocolError`` (a body
+that is not one well-formed MessagePack value: the worker exits 3).
 """
 
 from __future__ import annotations
 
 import contextlib
+from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 
-from . import calls, value
+from . import accel, calls, value
 from .calls import BadRequest, error_map, exception_error, parse_args, parse_name, parse_session
 from .plain import plain_call
 from .policy import NotAllowed, Policy
@@ -51,7 +54,12 @@ OP_NAMES = {
     CONTEXT: "CONTEXT",
 }
 
-Reply = Tuple[bool, Any]
+Reply = Tuple[Optional[bool], Any]
+"""``(True, OK body)``, ``(False, error map)``, or ``(None, OK frame)`` (the C accelerator's, whole:
+length prefix, envelope and body)."""
+
+_AUTO: Any = object()
+"""``Ops(accelerator=...)`` default: ``accel.select(policy)`` decides."""
 
 _ENVELOPE_MAX = 1 + 2 + 9
 """The longest envelope header ``[op, id,``: array marker, op (up to uint 8), id (up to uint 64)."""
@@ -121,10 +129,19 @@ class Ops:
     """The request handlers of one worker: its ref registry, policy and session contexts."""
 
     def __init__(self, registry: Optional[Registry] = None, policy: Optional[Policy] = None,
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME,
+                 accelerator: Optional[accel.Accelerator] = _AUTO) -> None:
+        """``accelerator``: the C path for plain calls (``accel.py``); by default the one the
+        environment and the policy allow, ``None`` for the Python paths only. A policy with a
+        module allowlist never uses one: the C path does not check the allowlist."""
         self.registry = registry if registry is not None else Registry()
         self.policy = policy if policy is not None else Policy()
         self.max_frame = max_frame
+        if accelerator is _AUTO:
+            accelerator = accel.select(self.policy)
+        elif self.policy.allow_modules is not None:
+            accelerator = None
+        self.accelerator = accelerator
         self.contexts: Dict[str, List[_Factory]] = {}
         self._pending: Dict[int, BaseException] = {}
         """Exceptions a stream raised after it had produced items of the same batch, by ref id."""
@@ -143,6 +160,17 @@ class Ops:
     def handle(self, op: int, request_id: int, raw: Any) -> Reply:
         """The reply to one request whose body is the MessagePack bytes ``raw``."""
         if op == CALL:
+            fast = self.accelerator
+            if fast is not None:
+                answer = fast(raw, request_id, self.contexts, self.max_frame)
+                if answer is not None:
+                    if type(answer) is bytes:
+                        return None, answer
+                    ok, result, session = answer
+                    answer = None
+                    if ok:
+                        return self._encode(request_id, result, session)
+                    return self._accelerated_failure(result)
             plain = plain_call(raw, self.contexts)
             if plain is not None:
                 module, function, args, kwargs, session = plain
@@ -189,6 +217,18 @@ class Ops:
             return False, exception_error(exc, calls.user_traceback(tb))
         finally:
             tb = None
+
+    def _accelerated_failure(self, exc: BaseException) -> Reply:
+        """The error reply of a call the C accelerator ran, which raised ``exc``.
+
+        An exception raised by C code with no Python frame of its own (``math.sqrt(-1.0)``) has
+        no traceback yet; on the Python path it passes through ``_apply``, whose frame then
+        starts it (and is the one ``calls.user_traceback`` keeps). It gets that same entry here,
+        so both paths report it alike. Every other exception already carries its user frames.
+        """
+        if exc.__traceback__ is None and _APPLY_ENTRY is not None:
+            exc.__traceback__ = _APPLY_ENTRY
+        return self._failure(exc)
 
     def _decode(self, op: int, raw: Any) -> _Request:
         resolved: List[Tuple[Any, int, Optional[str]]] = []
@@ -377,3 +417,27 @@ class Ops:
         self.contexts.setdefault(session, []).append(factory)
         return None
 
+
+def _apply_entry() -> Optional[TracebackType]:
+    """The traceback entry ``Ops._apply`` adds to an exception that C code raised in the call
+    (``Ops._accelerated_failure``), recorded once from a real call of ``_apply``. Its frame is
+    cleared: only its code and position are needed to format it."""
+    probe = Ops.__new__(Ops)
+    probe.policy = Policy()
+    try:
+        probe._apply("builtins", "divmod", (1, 0), {})
+    except ZeroDivisionError as exc:
+        entry = exc.__traceback__
+    else:  # pragma: no cover - divmod(1, 0) always raises
+        return None
+    finally:
+        probe = None  # type: ignore[assignment]
+    while entry is not None and entry.tb_next is not None:
+        entry = entry.tb_next
+    if entry is None or entry.tb_frame.f_code is not Ops._apply.__code__:
+        return None  # pragma: no cover - _apply changed shape: failures then have no entry
+    entry.tb_frame.clear()
+    return entry
+
+
+_APPLY_ENTRY = _apply_entry()

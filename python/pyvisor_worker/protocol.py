@@ -371,3 +371,14 @@ class FrameWriter:
                     _write_all(self._fd, memoryview(frame)[written:])
             else:
                 write_frame(self._fd, head, body)
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write ``frame``, already complete: length prefix and payload (the C accelerator's
+        replies, ``ops.Ops.handle``). Refused with ``FrameTooLarge`` like ``send``."""
+        size = len(frame) - 4
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        with self._lock:
+            written = os.write(self._fd, frame)
+            if written < len(frame):  # a signal interrupted the write, or a large frame
+                _write_all(self._fd, memoryview(frame)[written:])

@@ -6,6 +6,7 @@ import msgpack
 import pytest
 
 import pyvisor_test_helpers as helpers
+from pyvisor_test_replies import as_body_reply
 from pyvisor_worker import value
 from pyvisor_worker.ops import Ops
 from pyvisor_worker.policy import NotAllowed, Policy
@@ -39,7 +40,8 @@ class Client:
 
     def raw(self, op, body):
         self.next_id += 1
-        ok, reply = self.ops.handle(op, self.next_id, pack(body))
+        # The C accelerator's reply, the complete OK frame, is checked and unwrapped.
+        ok, reply = as_body_reply(self.ops.handle(op, self.next_id, pack(body)), self.next_id)
         return ok, value.decode(reply) if ok else reply
 
     def ok(self, op, body):

@@ -1,5 +1,5 @@
 """The plain path: which ``CALL`` bodies it takes, and that it answers exactly as the general
-path does."""
+path does; and that the C accelerator (``_plainc``, ``accel.py``) answers as both."""
 
 import doctest
 import math
@@ -8,7 +8,9 @@ import msgpack
 import pytest
 
 import pyvisor_test_helpers as helpers
-from pyvisor_worker import calls
+import pyvisor_test_plainc  # noqa: F401 - imported: the C accelerator takes imported modules only
+from pyvisor_test_replies import Counting, as_body_reply
+from pyvisor_worker import accel, calls
 from pyvisor_worker import ops as ops_module
 from pyvisor_worker import plain as plain_module
 from pyvisor_worker import value
@@ -20,6 +22,9 @@ from pyvisor_worker.protocol import CALL, CONTEXT
 from pyvisor_worker.refs import Registry
 
 H = "pyvisor_test_helpers"
+P = "pyvisor_test_plainc"
+C_PATH = accel.available()
+"""The C accelerator, named explicitly: the tests must not depend on PYVISOR_WORKER_PURE."""
 
 
 def body(**fields):
@@ -105,8 +110,45 @@ BODIES += [
     {"module": H, "function": "echo", "kwargs": {"a": 1}, "session": "s"},
 ]
 
+# Scalars of every kind, as the C accelerator frames them itself.
+BODIES += [
+    {"module": P, "function": "ident", "args": [x]} for x in [
+        0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 63 - 1, 2 ** 64 - 1,
+        -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 63),
+        0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), True, False, None,
+        "", "a", "\u00e9t\u00e9 \U0001F600", "y" * 31, "y" * 32, "y" * 255, "y" * 256,
+        b"", b"\x00\xff", b"b" * 255, b"b" * 256,
+    ]
+]
+BODIES += [
+    {"module": P, "function": "sized_str", "args": [70000, "\u00e9"]},  # a str32 result
+    {"module": P, "function": "sized_bytes", "args": [70000]},  # a bin32 result
+    {"module": P, "function": "plus", "kwargs": {"a": 2, "b": 3}, "session": "s"},
+    {"module": P, "function": "const_big"},  # beyond 64 bits: BIGINT
+    {"module": P, "function": "const_list"},
+    {"module": P, "function": "const_dict"},
+    {"module": P, "function": "surrogate"},
+    {"module": P, "function": "sub_str"},
+    {"module": P, "function": "sub_int"},
+    {"module": P, "function": "sub_float"},
+    {"module": P, "function": "returns_object", "session": "s"},  # a ref in a session
+    {"module": P, "function": "lazy", "args": [1.25]},  # found by the module __getattr__
+    {"module": P, "function": "lazy_fails"},  # the module __getattr__ raises
+    {"module": P, "function": "not_there"},  # the module __getattr__: AttributeError
+    {"module": P, "function": "system_exit"},
+    {"module": P, "function": "ident", "args": [1], "kwargs": {"x": 2}},  # TypeError
+    {"module": P, "function": "ident", "kwargs": {"y": 2}},  # TypeError
+    {"module": P, "function": "ident", "kwargs": {"x": "by name"}},
+    {"module": "math", "function": "sqrt", "kwargs": {"x": 4.0}},  # a builtin refuses kwargs
+    {"module": "math", "function": "floor", "args": [float("inf")]},  # OverflowError from C
+    {"module": "math", "function": "pi"},  # not callable
+    {"module": "math", "function": "__name__"},  # not callable either
+    {"module": "os.path", "function": "join", "args": ["a", "b"]},
+    {"module": "os", "function": "path.join", "args": ["a", "b"]},  # dotted
+]
+
 POLICIES = {
-    "allowlist": lambda: Policy(allow_modules=["math", "os", "builtins", H]),
+    "allowlist": lambda: Policy(allow_modules=["math", "os", "builtins", H, P]),
     "open": Policy,  # no allowlist: Policy.check's fast return
 }
 
@@ -116,15 +158,32 @@ def positional(b):
     return [b.get(field) for field in calls.CALL_FIELDS]
 
 
-def run_all(bodies, policy):
-    ops = Ops(Registry(), POLICIES[policy]())
+PATHS = ["c", "plain", "general"]
+"""The C accelerator (then the Python paths behind it), the Python plain path (then the general
+path), and the general path alone."""
+
+
+def make_ops(path, policy, monkeypatch):
+    """An ``Ops`` that answers calls on ``path`` (``PATHS``)."""
+    if path == "general":
+        monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
+    else:
+        monkeypatch.setattr(ops_module, "plain_call", plain_call)
+    accelerator = Counting(C_PATH) if path == "c" else None
+    return Ops(Registry(), POLICIES[policy](), accelerator=accelerator)
+
+
+def run_all(bodies, policy, path, monkeypatch):
+    """The replies to ``bodies`` on ``path``, C frames turned into OK bodies, and the ``Ops``."""
+    ops = make_ops(path, policy, monkeypatch)
     replies = []
     for i, b in enumerate(bodies):
         raw = msgpack.packb(b)
         payload = protocol.encode_envelope(CALL, 1000 + i, raw)
         # The body as the channel gives it: bytes, or a view on a large payload.
-        replies.append(ops.handle(CALL, 1000 + i, protocol.split_envelope(payload)[2]))
-    return replies
+        reply = ops.handle(CALL, 1000 + i, protocol.split_envelope(payload)[2])
+        replies.append(as_body_reply(reply, 1000 + i))
+    return replies, ops
 
 
 ODD_POSITIONAL = [
@@ -136,39 +195,53 @@ ODD_POSITIONAL = [
 
 
 def test_odd_positional_bodies_get_the_general_paths_answer(monkeypatch):
-    """Wrong lengths, a nil module, a bad session, bytes keys, ext values: the plain path
-    declines them, and the reply is the general path's."""
-    ops = Ops(Registry(), Policy())
+    """Wrong lengths, a nil module, a bad session, bytes keys, ext values: the C accelerator and
+    the plain path decline them, and the reply is the general path's."""
     raws = [msgpack.packb(b, use_bin_type=True) for b in ODD_POSITIONAL]
     assert [plain_call(raw, {}) for raw in raws] == [None] * len(raws)
-    fast = [ops.handle(CALL, 7, raw) for raw in raws]
+    assert [C_PATH(raw, 7, {}, 1 << 20) for raw in raws] == [None] * len(raws)
+    fast = [Ops(Registry(), Policy(), accelerator=C_PATH).handle(CALL, 7, raw) for raw in raws]
     monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
-    general = [Ops(Registry(), Policy()).handle(CALL, 7, raw) for raw in raws]
+    general = [Ops(Registry(), Policy(), accelerator=None).handle(CALL, 7, raw) for raw in raws]
     assert fast == general
     assert [ok for ok, _ in general].count(False) >= 6
 
 
 @pytest.mark.parametrize("form", ["positional", "map"])
 @pytest.mark.parametrize("policy", sorted(POLICIES))
-def test_the_plain_path_answers_as_the_general_path(monkeypatch, policy, form):
+def test_the_c_accelerator_and_the_plain_path_answer_as_the_general_path(
+        monkeypatch, policy, form):
+    """Every body gets the same reply on all three paths: OK bodies byte for byte, error maps
+    equal, traceback text included."""
     bodies = [positional(b) for b in BODIES] if form == "positional" else BODIES
-    fast = run_all(bodies, policy)
-    monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
-    general = run_all(bodies, policy)
-    for b, got, want in zip(bodies, fast, general):
-        if got[0] and want[0]:
-            assert got[1] == want[1], b
-        else:
-            assert got == want, b
-    assert [ok for ok, _ in fast].count(True) >= 8  # both kinds of reply were compared
+    replies = {}
+    for path in PATHS:
+        replies[path], ops = run_all(bodies, policy, path, monkeypatch)
+        if path == "c":
+            counted = ops.accelerator
+    for i, b in enumerate(bodies):
+        assert replies["plain"][i] == replies["general"][i], (i, b)
+        assert replies["c"][i] == replies["general"][i], (i, b)
+    oks = [ok for ok, _ in replies["general"]]
+    assert oks.count(True) >= 40 and oks.count(False) >= 15  # both kinds of reply were compared
+    if policy == "allowlist":  # the C accelerator does not check an allowlist: never used
+        assert counted is None
+    else:
+        kinds = counted.kinds
+        assert sum(kinds.values()) == len(bodies)
+        assert kinds["frame"] >= 40, kinds  # the C accelerator's own replies were compared
+        assert kinds["result"] >= 8 and kinds["failure"] >= 8, kinds
+        assert kinds["declined"] >= 8, kinds  # and left the others to the Python paths
 
 
-@pytest.mark.parametrize("plain", [True, False])
-def test_keyboard_interrupt_escapes_both_paths(monkeypatch, plain):
-    if not plain:
-        monkeypatch.setattr(ops_module, "plain_call", lambda raw, contexts: None)
-    with pytest.raises(KeyboardInterrupt):
-        Ops(Registry(), Policy()).handle(CALL, 1, body(module=H, function="interrupt"))
+@pytest.mark.parametrize("path", PATHS)
+def test_keyboard_interrupt_escapes_every_path(monkeypatch, path):
+    ops = make_ops(path, "open", monkeypatch)
+    for function in ["interrupt", "lazy_interrupt"]:  # the function, or the module __getattr__
+        with pytest.raises(KeyboardInterrupt):
+            ops.handle(CALL, 1, body(module=P, function=function))
+    if path == "c":
+        assert ops.accelerator.kinds["declined"] == 0
 
 
 def test_a_scalar_the_packer_refuses_goes_to_the_encoder(monkeypatch):
@@ -186,24 +259,41 @@ def test_a_scalar_the_packer_refuses_goes_to_the_encoder(monkeypatch):
 
 
 def test_a_plain_call_is_never_decoded_by_the_general_path(monkeypatch):
-    ops = Ops(Registry(), Policy())
+    ops = Ops(Registry(), Policy(), accelerator=None)
 
     def no_general_decode(*args):
         raise AssertionError("the general path decoded a plain call")
 
     monkeypatch.setattr(ops, "_decode", no_general_decode)
     ok, reply = ops.handle(CALL, 7, body(args=[2.0], session="s1"))
-    assert ok and value.decode(reply) == math.sqrt(2.0)
+    assert ok is True and value.decode(reply) == math.sqrt(2.0)
 
 
-def test_contexts_still_apply_to_plain_bodies():
-    ops = Ops(Registry(), Policy())
+def test_a_call_the_c_accelerator_takes_is_decoded_by_no_python_path(monkeypatch):
+    ops = Ops(Registry(), Policy(), accelerator=C_PATH)
+
+    def no_python_decode(*args):
+        raise AssertionError("a Python path decoded a call the C accelerator takes")
+
+    monkeypatch.setattr(ops, "_decode", no_python_decode)
+    monkeypatch.setattr(ops_module, "plain_call", no_python_decode)
+    reply = ops.handle(CALL, 7, body(args=[2.0], session="s1"))
+    assert reply[0] is None
+    ok, body_bytes = as_body_reply(reply, 7)
+    assert value.decode(body_bytes) == math.sqrt(2.0)
+
+
+@pytest.mark.parametrize("accelerator", [C_PATH, None], ids=["c", "python"])
+def test_contexts_still_apply_to_plain_bodies(accelerator):
+    ops = Ops(Registry(), Policy(), accelerator=accelerator)
     ok, _ = ops.handle(CONTEXT, 1, msgpack.packb({
         "module": H, "function": "setting", "args": ["ctx"], "session": "s1"}))
     assert ok
-    ok, reply = ops.handle(CALL, 2, body(module=H, function="get_setting", session="s1"))
+    ok, reply = as_body_reply(
+        ops.handle(CALL, 2, body(module=H, function="get_setting", session="s1")), 2)
     assert ok and value.decode(reply) == "ctx"
-    ok, reply = ops.handle(CALL, 3, body(module=H, function="get_setting", session="s2"))
+    ok, reply = as_body_reply(
+        ops.handle(CALL, 3, body(module=H, function="get_setting", session="s2")), 3)
     assert ok and value.decode(reply) == "default"
 
 

@@ -221,10 +221,7 @@ impl WorkerLink {
         if inner.in_flight.is_none() {
             return self.start(&mut inner, job);
         }
-        if let Some(expiry) = inner.waiting.push(job, affinity)? {
-            self.deadline.arm_queue(expiry);
-        }
-        Ok(())
+        self.wait(&mut inner, job, affinity)
     }
 
     /// A session's way in: runs `job` only if the pool's gate is open and the worker is ready and
@@ -247,11 +244,17 @@ impl WorkerLink {
             let Some(affinity) = wait else {
                 return Err(job);
             };
-            if let Some(expiry) = inner.waiting.push(job, affinity)? {
-                self.deadline.arm_queue(expiry);
-            }
+            self.wait(&mut inner, job, affinity)?;
         }
         self.gate.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts `job` at the back of the wait list, timing the list if it was empty.
+    fn wait(&self, inner: &mut Inner, job: Job, affinity: Affinity) -> Result<(), Job> {
+        if let Some(expiry) = inner.waiting.push(job, affinity)? {
+            self.deadline.arm_queue(expiry);
+        }
         Ok(())
     }
 

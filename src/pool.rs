@@ -27,7 +27,7 @@ use crate::protocol::ReadyInfo;
 use crate::runtime::{Event, EventBus};
 use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensity, Supervisor};
 use crate::worker::{
-    Job, Refused, Worker, WorkerArgs, WorkerFailure, WorkerLink, WorkerMsg, WorkerSpec,
+    Job, Refused, Waiting, Worker, WorkerArgs, WorkerFailure, WorkerLink, WorkerMsg, WorkerSpec,
 };
 
 pub use config::{Affinity, PoolConfig};
@@ -130,6 +130,9 @@ pub(crate) struct PoolState {
     queue_timeouts: u64,
     /// A `QueueTimeout` is on its way (one timer for the whole queue, not one per call).
     queue_timer: bool,
+    /// Set while calls that waited at a lost worker are routed again ([`PoolState::readmit`]):
+    /// `enqueue` then puts them at the front with their own queueing time.
+    readmitting: Option<Instant>,
     escalate: bool,
     failure: Arc<OnceLock<Error>>,
     /// Set when the pool gave up and must fail its actor (escalation to a host supervisor).
@@ -197,6 +200,7 @@ impl Actor for Pool {
             saturated: 0,
             queue_timeouts: 0,
             queue_timer: false,
+            readmitting: None,
             escalate,
             failure,
             escalation: None,
@@ -360,9 +364,7 @@ impl Actor for Pool {
                 state.on_worker_failed(&myself, slot, failure);
             }
         }
-        for w in waiting {
-            state.admit(&myself, w.job, Some(w.affinity));
-        }
+        state.readmit(&myself, waiting);
         state.finish_message()
     }
 }
@@ -642,6 +644,18 @@ impl PoolState {
         pin: Option<usize>,
         affinity: Affinity,
     ) {
+        if let Some(enqueued) = self.readmitting {
+            self.queue.push_front(job, pin, affinity, enqueued);
+            self.spec.gate.set(false);
+            self.arm_queue_timer(myself);
+            return;
+        }
+        if self.queue.len() + self.spec.gate.waiting() >= self.queue.capacity() {
+            // Calls whose caller gave up still count where they wait: drop them first.
+            for link in self.slots.iter().filter_map(|s| s.link.as_ref()) {
+                link.drop_abandoned();
+            }
+        }
         let job = match self.wait_at_worker(job, pin, affinity) {
             Ok(()) => return,
             Err(job) => job,
@@ -669,6 +683,19 @@ impl PoolState {
                 }));
             }
         }
+    }
+
+    /// Routes again the calls that waited at a lost worker (none of them was written), once the
+    /// loss is recorded: like calls of the pool's own queue, they keep their place — ahead of
+    /// anything queued since, oldest first — and their queueing time.
+    fn readmit(&mut self, myself: &ActorRef<PoolMsg>, waiting: Vec<Waiting>) {
+        for w in waiting.into_iter().rev() {
+            let mut job = w.job;
+            job.reply.on_drop = None; // it named the lost worker
+            self.readmitting = Some(w.since);
+            self.admit(myself, job, Some(w.affinity));
+        }
+        self.readmitting = None;
     }
 
     /// Queues a job that can only run on one worker in that worker's wait list, when the worker
@@ -919,6 +946,8 @@ impl PoolState {
 
     /// Gives up: every worker is killed, every session lost, every waiting call answered.
     fn fail(&mut self, reason: String, stderr_tail: Vec<String>) {
+        // No direct call from now on (it could join a wait list taken below).
+        self.spec.gate.set(false);
         tracing::error!(pool = %self.name, %reason, "pool failed");
         self.kill_template();
         self.phase = Phase::Failed {
@@ -1082,6 +1111,27 @@ impl PoolState {
             queue_timeouts: self.queue_timeouts + self.spec.gate.wait_timeouts(),
             template_pid: self.template.as_ref().and_then(|t| t.pid),
             direct_calls: self.spec.gate.calls(),
+        }
+    }
+}
+
+impl Drop for PoolState {
+    /// Stopped or killed from outside (or after `fail` and `shutdown`, with nothing left): the
+    /// calls still waiting at workers are answered now rather than at their deadline (a session's
+    /// route would keep them alive).
+    fn drop(&mut self) {
+        self.spec.gate.set(false);
+        let error = self
+            .failure
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Error::ShuttingDown {
+                pool: self.name.to_string(),
+            });
+        for link in self.slots.iter().filter_map(|s| s.link.as_ref()) {
+            for w in link.take_waiting() {
+                let _ = w.job.reply.send(Err(error.clone()));
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ pub(crate) use exit::WorkerFailure;
 pub(crate) use job::{Job, Reply, ReplyTo};
 pub(crate) use link::{DirectGate, Refused, WorkerLink};
 pub(crate) use process::LaunchSpec;
+pub(crate) use waiting::Waiting;
 
 use channel::RequestChannel;
 use deadline::DeadlineTimer;

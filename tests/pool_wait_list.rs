@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use pyvisor::{Affinity, Error, Runtime, Session};
+use pyvisor::{Affinity, CallOptions, Error, Runtime, Session};
 use support::events::{label, until};
 use support::{eventually, pool, runtime, signal, stats_of, Gate};
 use tokio::task::JoinHandle;
@@ -25,8 +25,19 @@ async fn placed(rt: &Runtime, name: &str, sessions: &[&str]) -> (Vec<Session>, u
 }
 
 fn log_call(s: &Session, tag: &'static str) -> JoinHandle<Result<Vec<String>, Error>> {
+    log_with(s, CallOptions::new(), tag)
+}
+
+fn log_with(
+    s: &Session,
+    opts: CallOptions,
+    tag: &'static str,
+) -> JoinHandle<Result<Vec<String>, Error>> {
     let s = s.clone();
-    tokio::spawn(async move { s.call("pyvisor_fixtures", "log_append", &(tag,), &()).await })
+    tokio::spawn(async move {
+        s.call_with(opts, "pyvisor_fixtures", "log_append", &(tag,), &())
+            .await
+    })
 }
 
 async fn until_queued(rt: &Runtime, name: &str, n: usize) {
@@ -268,5 +279,122 @@ async fn a_session_call_never_overtakes_an_earlier_one_queued_in_the_pool() {
     first.await.unwrap().unwrap();
     assert_eq!(second.await.unwrap().unwrap(), ["a2"]);
     assert_eq!(third.await.unwrap().unwrap(), ["a2", "a3"]);
+    rt.shutdown().await;
+}
+
+/// Found in review: a call that waited at a lost worker was routed again behind calls queued in
+/// the pool after it, so a later call of its own session ran first on the fresh worker.
+#[tokio::test]
+async fn a_call_waiting_at_a_lost_worker_keeps_its_place_ahead_of_later_calls() {
+    let rt = runtime(vec![pool("reorder")
+        .size(1)
+        .affinity(Affinity::StrictQueue)
+        .backoff_initial(Duration::from_millis(300))])
+    .await;
+    let mut events = rt.events();
+    // `s` makes hint calls (in a one-worker pool they wait at the worker); a session-less
+    // strict call cannot, so it goes to the pool's queue and shuts the direct way behind it.
+    let hint = CallOptions::new().affinity(Affinity::Hint);
+    let (sessions, pid) = placed(&rt, "reorder", &["busy", "s"]).await;
+    let (busy, s) = (&sessions[0], &sessions[1]);
+    let gate = Gate::new("reorder");
+    let in_flight = gate.spawn_call(busy);
+    gate.wait_started().await;
+    let s1 = log_with(s, hint, "s1");
+    until_queued(&rt, "reorder", 1).await;
+    let z = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.call::<Vec<String>>("reorder", "pyvisor_fixtures", "log_append", &("z",), &())
+                .await
+        })
+    };
+    until_queued(&rt, "reorder", 2).await;
+    let s2 = log_with(s, hint, "s2");
+    until_queued(&rt, "reorder", 3).await;
+    signal(pid, libc::SIGKILL);
+    assert!(matches!(
+        in_flight.await.unwrap(),
+        Err(Error::WorkerExited { .. })
+    ));
+    until(&mut events, |e| label(e) == "WorkerRestarted(reorder/0#1)").await;
+    let _ = z.await.unwrap();
+    let s2 = s2.await.unwrap().unwrap();
+    let s1 = s1.await.unwrap().unwrap();
+    assert_eq!(
+        s1,
+        ["s1"],
+        "the call that waited first runs first on the fresh worker"
+    );
+    assert!(
+        s2.ends_with(&["s2".to_string()]) && s2.contains(&"s1".to_string()),
+        "{s2:?}"
+    );
+    rt.shutdown().await;
+}
+
+/// Found in review: a runtime dropped without `shutdown` left the calls waiting at its workers
+/// to their deadlines (the session's route kept them alive).
+#[tokio::test]
+async fn a_call_waiting_when_the_runtime_is_dropped_is_answered_shutting_down() {
+    let rt = runtime(vec![pool("dropped")
+        .size(1)
+        .affinity(Affinity::StrictQueue)
+        .call_timeout(Duration::from_secs(5))])
+    .await;
+    let (s, _) = placed(&rt, "dropped", &["busy", "w"]).await;
+    let gate = Gate::new("dropped");
+    let in_flight = gate.spawn_call(&s[0]);
+    gate.wait_started().await;
+    let waiting = log_call(&s[1], "w");
+    until_queued(&rt, "dropped", 1).await;
+    drop(rt);
+    let answer = waiting.await.unwrap();
+    assert!(
+        matches!(answer, Err(Error::ShuttingDown { .. })),
+        "not a Timeout at the deadline: {answer:?}"
+    );
+    let _ = in_flight.await.unwrap();
+}
+
+/// Found in review: calls whose callers gave up at one worker kept counting against
+/// `max_queue` for a call that waits at another worker.
+#[tokio::test]
+async fn abandoned_calls_at_one_worker_do_not_saturate_the_pool_for_another() {
+    let rt = runtime(vec![pool("abandon")
+        .size(2)
+        .affinity(Affinity::StrictQueue)
+        .max_queue(2)])
+    .await;
+    let (s, _) = placed(&rt, "abandon", &["a", "b", "c", "d"]).await;
+    let mut slots = Vec::new();
+    for session in &s {
+        slots.push(session.placement().await.unwrap().unwrap().worker.slot);
+    }
+    assert_eq!(slots, [0, 1, 0, 1]);
+    let (g0, g1) = (Gate::new("abandon0"), Gate::new("abandon1"));
+    let (busy0, busy1) = (g0.spawn_call(&s[0]), g1.spawn_call(&s[1]));
+    g0.wait_started().await;
+    g1.wait_started().await;
+    // Two calls of `c` wait at slot 0 until their callers give up.
+    let short = CallOptions::new().timeout(Duration::from_millis(100));
+    for tag in ["c1", "c2"] {
+        let e = log_with(&s[2], short, tag).await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    }
+    assert_eq!(
+        stats_of(&rt, "abandon").await.queued,
+        2,
+        "both still counted"
+    );
+    // Nobody waits any more: `d`'s call waits at slot 1 instead of being refused.
+    let d = log_call(&s[3], "d");
+    until_queued(&rt, "abandon", 1).await;
+    g1.open();
+    busy1.await.unwrap().unwrap();
+    assert_eq!(d.await.unwrap().unwrap(), ["d"]);
+    assert_eq!(stats_of(&rt, "abandon").await.saturated, 0);
+    g0.open();
+    busy0.await.unwrap().unwrap();
     rt.shutdown().await;
 }

@@ -61,6 +61,23 @@ impl Queue {
         Ok(())
     }
 
+    /// Queues a job at the front with its own queueing time, over the capacity: a call that was
+    /// already counted, waiting at a worker that was lost (`PoolState::readmit`).
+    pub(crate) fn push_front(
+        &mut self,
+        job: Job,
+        pin: Option<usize>,
+        affinity: Affinity,
+        enqueued: Instant,
+    ) {
+        self.items.push_front(Queued {
+            job,
+            enqueued,
+            pin,
+            affinity,
+        });
+    }
+
     /// Puts back a job taken with [`Queue::take_for`] that could not run after all, at the
     /// front, keeping its place and its queueing time.
     pub(crate) fn put_back(&mut self, queued: Queued) {

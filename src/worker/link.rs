@@ -74,7 +74,8 @@ impl Inner {
 pub(crate) enum Refused {
     /// The link is closed: the worker is gone and its supervision event is on its way.
     Closed(Job),
-    /// The worker runs a direct call; the pool is told when it is idle.
+    /// The worker runs a call the pool did not write (a direct call, or one of its wait list);
+    /// the pool is told when it is idle.
     Busy(Job),
     /// The worker is not ready or is stopping (a routing bug).
     Unavailable(Job),
@@ -288,9 +289,18 @@ impl WorkerLink {
     }
 
     /// Takes every call of the wait list (none of them was written), for the pool to answer or
-    /// route again when the worker is lost or the pool stops.
+    /// route again when the worker is lost or the pool stops or fails. The link takes no new call
+    /// after that (the call in flight still gets its reply), so no call can join a list nobody
+    /// will take again.
     pub(crate) fn take_waiting(&self) -> Vec<Waiting> {
-        self.lock().waiting.take_all()
+        let mut inner = self.lock();
+        inner.accepting = false;
+        inner.waiting.take_all()
+    }
+
+    /// Drops the waiting calls whose caller gave up (they count against the pool's capacity).
+    pub(crate) fn drop_abandoned(&self) {
+        self.lock().waiting.drop_abandoned();
     }
 
     /// Answers the calls that waited `queue_timeout` with `Error::QueueTimeout` (they never run),

@@ -50,10 +50,7 @@ impl WaitList {
     /// then); gives the job back when the pool's capacity is used up.
     pub(super) fn push(&mut self, job: Job, affinity: Affinity) -> Result<Option<Instant>, Job> {
         if !self.gate.reserve_wait(self.capacity) {
-            // Calls whose caller gave up still count until they are dropped: drop them now.
-            let before = self.items.len();
-            self.items.retain(|w| !w.job.abandoned());
-            self.gate.release_wait(before - self.items.len());
+            self.drop_abandoned();
             if !self.gate.reserve_wait(self.capacity) {
                 return Err(job);
             }
@@ -65,6 +62,13 @@ impl WaitList {
             since,
         });
         Ok((self.items.len() == 1).then(|| since + self.timeout))
+    }
+
+    /// Drops the calls whose caller gave up: they count against the pool's capacity until then.
+    pub(super) fn drop_abandoned(&mut self) {
+        let before = self.items.len();
+        self.items.retain(|w| !w.job.abandoned());
+        self.gate.release_wait(before - self.items.len());
     }
 
     /// The oldest call somebody still waits for; calls whose caller gave up are dropped.

@@ -40,6 +40,28 @@ fn log_with(
     })
 }
 
+/// `busy` starts a gated call: in flight until the gate opens.
+async fn in_flight(name: &str, busy: &Session) -> (Gate, JoinHandle<Result<u32, Error>>) {
+    let gate = Gate::new(name);
+    let call = gate.spawn_call(busy);
+    gate.wait_started().await;
+    (gate, call)
+}
+
+type Waiter = JoinHandle<Result<Vec<String>, Error>>;
+
+/// A gated call of `s[0]` in flight and a call of `s[1]` (logging `w`) waiting behind it.
+async fn one_waiting(
+    rt: &Runtime,
+    name: &str,
+    s: &[Session],
+) -> (Gate, JoinHandle<Result<u32, Error>>, Waiter) {
+    let (gate, busy) = in_flight(name, &s[0]).await;
+    let waiting = log_call(&s[1], "w");
+    until_queued(rt, name, 1).await;
+    (gate, busy, waiting)
+}
+
 async fn until_queued(rt: &Runtime, name: &str, n: usize) {
     eventually("calls waiting for the worker", || async {
         (stats_of(rt, name).await.queued == n).then_some(())
@@ -51,9 +73,7 @@ async fn until_queued(rt: &Runtime, name: &str, n: usize) {
 async fn calls_waiting_at_a_busy_worker_run_in_order_without_the_pool() {
     let rt = runtime(vec![pool("order").size(1).affinity(Affinity::StrictQueue)]).await;
     let (s, _) = placed(&rt, "order", &["busy", "b", "c", "d"]).await;
-    let gate = Gate::new("order");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
+    let (gate, busy) = in_flight("order", &s[0]).await;
     let before = stats_of(&rt, "order").await.direct_calls;
     let mut waiting = Vec::new();
     for (n, (session, tag)) in s[1..].iter().zip(["b", "c", "d"]).enumerate() {
@@ -81,9 +101,7 @@ async fn hint_calls_wait_at_the_worker_only_in_a_one_worker_pool() {
     let rt = runtime(vec![pool("hint1").size(1), pool("hint2").size(2)]).await;
     // One worker: nowhere else to go, so the call waits at the worker.
     let (s, _) = placed(&rt, "hint1", &["busy", "b"]).await;
-    let gate = Gate::new("hint1");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
+    let (gate, busy) = in_flight("hint1", &s[0]).await;
     let before = stats_of(&rt, "hint1").await.direct_calls;
     let waiting = log_call(&s[1], "b");
     until_queued(&rt, "hint1", 1).await;
@@ -95,9 +113,7 @@ async fn hint_calls_wait_at_the_worker_only_in_a_one_worker_pool() {
     let a = rt.session("hint2", "a").unwrap();
     let b = rt.session("hint2", "b").unwrap();
     let pid_a: u32 = a.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
-    let gate = Gate::new("hint2");
-    let busy = gate.spawn_call(&a);
-    gate.wait_started().await;
+    let (gate, busy) = in_flight("hint2", &a).await;
     let before = stats_of(&rt, "hint2").await.direct_calls;
     let moved: u32 = a.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
     assert_ne!(moved, pid_a, "the pool ran it on the idle worker");
@@ -116,9 +132,7 @@ async fn a_call_waiting_past_the_queue_timeout_is_answered_and_never_runs() {
         .queue_timeout(Duration::from_millis(100))])
     .await;
     let (s, _) = placed(&rt, "qt", &["busy", "late"]).await;
-    let gate = Gate::new("qt");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
+    let (gate, busy) = in_flight("qt", &s[0]).await;
     let before = stats_of(&rt, "qt").await.direct_calls;
     let err = s[1]
         .call::<Vec<String>>("pyvisor_fixtures", "log_append", &("late",), &())
@@ -147,11 +161,7 @@ async fn the_pool_queue_and_the_wait_lists_share_one_capacity() {
     .await;
     let mut events = rt.events();
     let (s, _) = placed(&rt, "cap", &["busy", "b", "c"]).await;
-    let gate = Gate::new("cap");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
-    let waiting = log_call(&s[1], "b");
-    until_queued(&rt, "cap", 1).await;
+    let (gate, busy, waiting) = one_waiting(&rt, "cap", &s).await;
     let refused = s[2]
         .call::<Vec<String>>("pyvisor_fixtures", "log_append", &("c",), &())
         .await;
@@ -162,7 +172,7 @@ async fn the_pool_queue_and_the_wait_lists_share_one_capacity() {
     until(&mut events, |e| label(e) == "PoolSaturated(cap)").await;
     gate.open();
     busy.await.unwrap().unwrap();
-    assert_eq!(waiting.await.unwrap().unwrap(), ["b"]);
+    assert_eq!(waiting.await.unwrap().unwrap(), ["w"]);
     rt.shutdown().await;
 }
 
@@ -171,11 +181,7 @@ async fn calls_waiting_at_a_killed_worker_never_run_there_and_their_sessions_are
     let rt = runtime(vec![pool("kill").size(1).affinity(Affinity::StrictQueue)]).await;
     let mut events = rt.events();
     let (s, pid) = placed(&rt, "kill", &["busy", "w"]).await;
-    let gate = Gate::new("kill");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
-    let waiting = log_call(&s[1], "w");
-    until_queued(&rt, "kill", 1).await;
+    let (_gate, busy, waiting) = one_waiting(&rt, "kill", &s).await;
     signal(pid, libc::SIGKILL);
     assert!(
         matches!(busy.await.unwrap(), Err(Error::WorkerExited { .. })),
@@ -208,11 +214,7 @@ async fn calls_waiting_at_a_killed_worker_never_run_there_and_their_sessions_are
 async fn a_hint_call_waiting_at_a_killed_worker_runs_once_on_the_restarted_one() {
     let rt = runtime(vec![pool("rehint").size(1)]).await;
     let (s, pid) = placed(&rt, "rehint", &["busy", "w"]).await;
-    let gate = Gate::new("rehint");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
-    let waiting = log_call(&s[1], "w");
-    until_queued(&rt, "rehint", 1).await;
+    let (_gate, busy, waiting) = one_waiting(&rt, "rehint", &s).await;
     signal(pid, libc::SIGKILL);
     assert!(matches!(
         busy.await.unwrap(),
@@ -235,11 +237,7 @@ async fn a_hint_call_waiting_at_a_killed_worker_runs_once_on_the_restarted_one()
 async fn shutdown_answers_waiting_calls_and_lets_the_call_in_flight_finish() {
     let rt = runtime(vec![pool("drain").size(1).affinity(Affinity::StrictQueue)]).await;
     let (s, _) = placed(&rt, "drain", &["busy", "w"]).await;
-    let gate = Gate::new("drain");
-    let busy = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
-    let waiting = log_call(&s[1], "w");
-    until_queued(&rt, "drain", 1).await;
+    let (gate, busy, waiting) = one_waiting(&rt, "drain", &s).await;
     let shutdown = {
         let rt = rt.clone();
         tokio::spawn(async move { rt.shutdown().await })
@@ -297,9 +295,7 @@ async fn a_call_waiting_at_a_lost_worker_keeps_its_place_ahead_of_later_calls() 
     let hint = CallOptions::new().affinity(Affinity::Hint);
     let (sessions, pid) = placed(&rt, "reorder", &["busy", "s"]).await;
     let (busy, s) = (&sessions[0], &sessions[1]);
-    let gate = Gate::new("reorder");
-    let in_flight = gate.spawn_call(busy);
-    gate.wait_started().await;
+    let (_gate, gated) = in_flight("reorder", busy).await;
     let s1 = log_with(s, hint, "s1");
     until_queued(&rt, "reorder", 1).await;
     let z = {
@@ -314,7 +310,7 @@ async fn a_call_waiting_at_a_lost_worker_keeps_its_place_ahead_of_later_calls() 
     until_queued(&rt, "reorder", 3).await;
     signal(pid, libc::SIGKILL);
     assert!(matches!(
-        in_flight.await.unwrap(),
+        gated.await.unwrap(),
         Err(Error::WorkerExited { .. })
     ));
     until(&mut events, |e| label(e) == "WorkerRestarted(reorder/0#1)").await;
@@ -343,18 +339,14 @@ async fn a_call_waiting_when_the_runtime_is_dropped_is_answered_shutting_down() 
         .call_timeout(Duration::from_secs(5))])
     .await;
     let (s, _) = placed(&rt, "dropped", &["busy", "w"]).await;
-    let gate = Gate::new("dropped");
-    let in_flight = gate.spawn_call(&s[0]);
-    gate.wait_started().await;
-    let waiting = log_call(&s[1], "w");
-    until_queued(&rt, "dropped", 1).await;
+    let (_gate, busy, waiting) = one_waiting(&rt, "dropped", &s).await;
     drop(rt);
     let answer = waiting.await.unwrap();
     assert!(
         matches!(answer, Err(Error::ShuttingDown { .. })),
         "not a Timeout at the deadline: {answer:?}"
     );
-    let _ = in_flight.await.unwrap();
+    let _ = busy.await.unwrap();
 }
 
 /// Found in review: calls whose callers gave up at one worker kept counting against

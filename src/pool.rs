@@ -644,26 +644,24 @@ impl PoolState {
         pin: Option<usize>,
         affinity: Affinity,
     ) {
-        if let Some(enqueued) = self.readmitting {
+        let queued = if let Some(enqueued) = self.readmitting {
             self.queue.push_front(job, pin, affinity, enqueued);
-            self.spec.gate.set(false);
-            self.arm_queue_timer(myself);
-            return;
-        }
-        if self.queue.len() + self.spec.gate.waiting() >= self.queue.capacity() {
-            // Calls whose caller gave up still count where they wait: drop them first.
-            for link in self.slots.iter().filter_map(|s| s.link.as_ref()) {
-                link.drop_abandoned();
+            Ok(())
+        } else {
+            if self.queue.len() + self.spec.gate.waiting() >= self.queue.capacity() {
+                // Calls whose caller gave up still count where they wait: drop them first.
+                for link in self.slots.iter().filter_map(|s| s.link.as_ref()) {
+                    link.drop_abandoned();
+                }
             }
-        }
-        let job = match self.wait_at_worker(job, pin, affinity) {
-            Ok(()) => return,
-            Err(job) => job,
+            let job = match self.wait_at_worker(job, pin, affinity) {
+                Ok(()) => return,
+                Err(job) => job,
+            };
+            let elsewhere = self.spec.gate.waiting();
+            self.queue.push(job, pin, affinity, elsewhere)
         };
-        match self
-            .queue
-            .push(job, pin, affinity, self.spec.gate.waiting())
-        {
+        match queued {
             Ok(()) => {
                 // Closed at once, not only at the end of this message: no direct call may
                 // overtake the queued one.

@@ -304,6 +304,13 @@ def _write_all(fd: int, data: Any) -> None:
         written += n
 
 
+def _write_whole(fd: int, frame: bytes) -> None:
+    """Write ``frame`` with one ``write``, and the rest if a signal or its size cut it short."""
+    written = os.write(fd, frame)
+    if written < len(frame):
+        _write_all(fd, memoryview(frame)[written:])
+
+
 def write_frame(fd: int, head: bytes, body: bytes) -> None:
     """Write ``head`` then ``body`` with one ``writev``: the frame is never joined into a copy.
 
@@ -365,10 +372,7 @@ class FrameWriter:
             head = layout.pack(size, 0x93, op, marker, request_id)
         with self._lock:
             if size <= _JOIN_FRAME:
-                frame = head + body  # one small copy, one plain write
-                written = os.write(self._fd, frame)
-                if written < len(frame):  # a signal interrupted even this small write
-                    _write_all(self._fd, memoryview(frame)[written:])
+                _write_whole(self._fd, head + body)  # one small copy, one plain write
             else:
                 write_frame(self._fd, head, body)
 
@@ -379,6 +383,4 @@ class FrameWriter:
         if size > self._max_frame:
             raise FrameTooLarge(size, self._max_frame)
         with self._lock:
-            written = os.write(self._fd, frame)
-            if written < len(frame):  # a signal interrupted the write, or a large frame
-                _write_all(self._fd, memoryview(frame)[written:])
+            _write_whole(self._fd, frame)

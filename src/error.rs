@@ -3,54 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::worker::ExitStatus;
-
-/// Where a worker lives: its pool, its slot in the pool and the generation of that slot.
-///
-/// The generation starts at 0 and grows by one every time the slot's worker is restarted, so a
-/// `(pool, slot, generation)` triple names exactly one Python process over the runtime's life.
-///
-/// # Examples
-///
-/// ```
-/// use pyvisor::WorkerId;
-///
-/// let id = WorkerId::new("triage", 1, 3);
-/// assert_eq!(id.to_string(), "triage/1#3");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WorkerId {
-    /// Name of the pool.
-    pub pool: String,
-    /// Slot index inside the pool (`0..size`).
-    pub slot: usize,
-    /// Generation of the slot: how many times it was restarted.
-    pub generation: u64,
-}
-
-impl WorkerId {
-    /// Builds a worker id.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let id = pyvisor::WorkerId::new("p", 0, 0);
-    /// assert_eq!(id.slot, 0);
-    /// ```
-    pub fn new(pool: impl Into<String>, slot: usize, generation: u64) -> Self {
-        WorkerId {
-            pool: pool.into(),
-            slot,
-            generation,
-        }
-    }
-}
-
-impl fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}#{}", self.pool, self.slot, self.generation)
-    }
-}
+use crate::identity::{LossReason, WorkerId};
 
 /// A Python exception, as the worker reported it.
 ///
@@ -101,40 +54,6 @@ impl PythonError {
 impl fmt::Display for PythonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.type_name, self.message)
-    }
-}
-
-/// Why a session lost the worker that held its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LossReason {
-    /// The worker process exited (crash, signal, `os._exit`).
-    WorkerExited(ExitStatus),
-    /// The worker stopped answering heartbeats and was killed.
-    HeartbeatTimeout,
-    /// A call overran its deadline and did not finish within the grace period; the worker was killed.
-    DeadlineOverrun,
-    /// The worker did not finish its handshake within the startup timeout and was killed.
-    StartupTimeout,
-    /// The worker broke the wire protocol and was killed.
-    ProtocolViolation(String),
-    /// The actor owning the worker failed (a pyvisor bug); the process was killed with it.
-    ActorFailed(String),
-    /// The pool gave up restarting (restart intensity exceeded) or shut down.
-    PoolStopped,
-}
-
-impl fmt::Display for LossReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LossReason::WorkerExited(status) => write!(f, "worker exited ({status})"),
-            LossReason::HeartbeatTimeout => f.write_str("worker stopped answering heartbeats"),
-            LossReason::DeadlineOverrun => f.write_str("worker overran a call deadline"),
-            LossReason::StartupTimeout => f.write_str("worker did not start in time"),
-            LossReason::ProtocolViolation(msg) => write!(f, "worker broke the protocol: {msg}"),
-            LossReason::ActorFailed(msg) => write!(f, "worker actor failed: {msg}"),
-            LossReason::PoolStopped => f.write_str("pool stopped"),
-        }
     }
 }
 
@@ -199,7 +118,8 @@ pub enum Error {
         /// The deadline that passed, counted from the call.
         after: Duration,
     },
-    /// The worker process running the call exited (or was killed) before replying.
+    /// The worker process running the call exited (or was killed, or stopped with its pool)
+    /// before replying: the call may have run, partly or fully.
     #[error("worker {worker} exited during the call: {reason}{}", tail_suffix(.stderr_tail))]
     WorkerExited {
         /// The worker that died.
@@ -226,7 +146,9 @@ pub enum Error {
         /// The last stderr lines of the worker that failed last.
         stderr_tail: Vec<String>,
     },
-    /// The runtime or pool is shutting down and accepts no new calls.
+    /// The runtime or pool is shutting down: the call was refused, or answered while it still
+    /// waited for a worker (it never ran). A call cut off while running gets
+    /// [`Error::WorkerExited`] with [`LossReason::PoolStopped`] instead.
     #[error("pool {pool} is shutting down")]
     ShuttingDown {
         /// Pool name.
@@ -285,6 +207,50 @@ pub enum Error {
     /// An internal invariant broke (a pyvisor bug); the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// Whether pyvisor guarantees that the call never ran in Python: it was refused, or dropped
+    /// before it was written to a worker (or the worker refused it before running any user
+    /// code). Retrying such a call cannot run it twice. `false` means it may have run: the
+    /// worker died or was stopped during it ([`Error::WorkerExited`]), its deadline passed
+    /// ([`Error::Timeout`]: it may still be running), or it ran and raised or returned
+    /// something unusable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pyvisor::Error;
+    ///
+    /// assert!(Error::ShuttingDown { pool: "p".into() }.never_ran());
+    /// let timeout = Error::Timeout { pool: "p".into(), after: std::time::Duration::from_secs(1) };
+    /// assert!(!timeout.never_ran());
+    /// ```
+    pub fn never_ran(&self) -> bool {
+        match self {
+            Error::SessionWorkerUnavailable { .. }
+            | Error::WorkerBusy { .. }
+            | Error::PoolSaturated { .. }
+            | Error::QueueTimeout { .. }
+            | Error::PoolNotFound { .. }
+            | Error::PoolFailed { .. }
+            | Error::ShuttingDown { .. }
+            | Error::RefNotFound(_)
+            | Error::RefSessionMismatch { .. }
+            | Error::InvalidRef(_)
+            | Error::NotAllowed(_)
+            | Error::Encode(_)
+            | Error::PythonEnvironment(_)
+            | Error::Config(_) => true,
+            Error::FrameTooLarge { what, .. } => *what == "request",
+            Error::WorkerExited { .. }
+            | Error::Timeout { .. }
+            | Error::Python(_)
+            | Error::Decode { .. }
+            | Error::Protocol(_)
+            | Error::Internal(_) => false,
+        }
+    }
 }
 
 fn tail_suffix(tail: &[String]) -> String {

@@ -5,20 +5,15 @@
 //! `pub(crate)` internals without making them public. See `docs/reliability.md`, "Fuzzing".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::pool::PoolMsg;
+use crate::pool::RequestEncoder;
 use crate::protocol::{self, op, CallBody, ErrorBody, FrameReader, ReadyInfo, StreamPage};
 use crate::value::{from_value, NdArray, Ref, StreamRef, Value};
 
 pub use crate::protocol::ProtocolError;
-
-use crate::runtime::client;
 
 /// One frame as the host's frame reader returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,85 +189,37 @@ pub fn check_request(
     kwargs: &Value,
     release: Option<&Ref>,
 ) -> Result<CheckedRequest, Error> {
-    let client = client::PoolClient {
-        name: pool.into(),
-        actor: inert_pool_actor(),
-        call_timeout: Duration::from_secs(1),
+    let encoder = RequestEncoder {
+        pool: pool.into(),
         max_frame,
-        affinity: Default::default(),
-        single_worker: false,
-        failure: Arc::new(OnceLock::new()),
-        requests: Default::default(),
     };
-    let session: Option<Arc<str>> = session.map(Into::into);
     let request = match release {
-        None => client.encode(
-            session.as_ref(),
+        None => encoder.encode(
+            session,
             op::CALL,
             &CallBody {
                 module: "m",
                 function: "f",
                 args,
                 kwargs,
-                session: session.as_deref(),
+                session,
             },
         )?,
         Some(target) => {
-            let mut request = client.encode(
-                session.as_ref(),
+            let mut request = encoder.encode(
+                session,
                 op::RELEASE,
                 &protocol::ReleaseBody {
-                    session: session.as_deref(),
+                    session,
                     refs: Some(vec![target.id]),
                 },
             )?;
-            request.pin_to(&client, session.as_ref(), target)?;
+            request.pin = encoder.pin(session, std::slice::from_ref(target))?;
             request
         }
     };
-    let (reply, _rx) = tokio::sync::oneshot::channel();
-    let job = client.job(
-        session.as_ref(),
-        request,
-        reply,
-        tokio::time::Instant::now(),
-    );
     Ok(CheckedRequest {
-        pin: job.pin,
-        body: job.body.clone(),
+        pin: request.pin.map(|at| (at.slot, at.generation)),
+        body: request.body,
     })
-}
-
-/// An actor that takes `PoolMsg` and never gets one: `PoolClient` needs a pool's address, and
-/// checking a request never sends anything to it.
-#[derive(Debug)]
-struct InertPool;
-
-impl Actor for InertPool {
-    type Msg = PoolMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<PoolMsg>,
-        _args: (),
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
-
-fn inert_pool_actor() -> ActorRef<PoolMsg> {
-    static ACTOR: OnceLock<(tokio::runtime::Runtime, ActorRef<PoolMsg>)> = OnceLock::new();
-    let (_, actor) = ACTOR.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime for the inert pool actor");
-        let (actor, _join) = rt
-            .block_on(Actor::spawn(None, InertPool, ()))
-            .expect("the inert pool actor");
-        (rt, actor)
-    });
-    actor.clone()
 }

@@ -38,23 +38,31 @@
 #![deny(unused_must_use)]
 #![warn(clippy::mod_module_files)]
 
+// The layers, bottom up (docs/architecture.md, "Modules"): identity, error, call, event, value,
+// protocol, alarm, process, supervisor; then worker and template; then pool; then runtime.
+mod alarm;
+mod call;
 pub mod dspy;
 mod error;
+mod event;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod pool;
+mod identity;
+mod pool;
+mod process;
 pub mod protocol;
-pub mod runtime;
+mod runtime;
 pub mod supervisor;
 mod template;
 pub mod value;
 pub mod worker;
 
-pub use error::{Error, LossReason, PythonError, Result, WorkerId};
-pub use pool::{Affinity, LaunchMode, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats};
-pub use runtime::{
-    CallOptions, Delivered, Event, EventStream, Runtime, RuntimeBuilder, RuntimeConfig, Session,
-};
+pub use call::{Affinity, CallOptions};
+pub use error::{Error, PythonError, Result};
+pub use event::{Event, EventStream};
+pub use identity::{ExitStatus, LossReason, WorkerId};
+pub use pool::{LaunchMode, Placement, PoolConfig, PoolStats, PoolStatus, WorkerStats};
+pub use runtime::{Delivered, Runtime, RuntimeBuilder, RuntimeConfig, Session};
+pub use supervisor::RestartPolicy;
 pub use value::{from_value, NdArray, Ref, StreamRef, Value};
-pub use worker::ExitStatus;

@@ -1,38 +1,29 @@
 //! The runtime: a set of named pools, their event stream and their lifecycle.
 
-/// Crate-visible for `pyvisor::fuzzing` (feature `fuzzing`), which checks requests through it.
-pub(crate) mod client;
 mod config;
-pub(crate) mod duration;
 mod embed;
-mod events;
 mod python;
 mod session;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-use ractor::Actor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::call::CallOptions;
 use crate::error::Error;
-use crate::pool::{Pool, PoolArgs, PoolConfig, PoolMsg, PoolStats};
-use crate::template::TemplateLink;
-use crate::worker::{LaunchSpec, WorkerSpec};
+use crate::event::{EventBus, EventStream};
+use crate::pool::{self, PoolClient, PoolConfig, PoolStats};
 
 pub use config::RuntimeConfig;
 pub use embed::Delivered;
-pub(crate) use events::EventBus;
-pub use events::{Event, EventStream};
-pub use session::{CallOptions, Session};
+pub use session::Session;
 
 type SessionKey = (String, Arc<str>);
 
-use client::PoolClient;
 use session::SessionInner;
 
 /// Builds a [`Runtime`].
@@ -176,60 +167,10 @@ impl RuntimeBuilder {
                     python::preflight(&python, &python_path).await?;
                 }
             }
-            let spec = Arc::new(WorkerSpec {
-                launch: LaunchSpec {
-                    python,
-                    python_path,
-                    env: {
-                        let mut env = config.env.clone();
-                        env.extend(
-                            config
-                                .policy_env()
-                                .into_iter()
-                                .map(|(k, v)| (k.to_string(), v)),
-                        );
-                        env
-                    },
-                    preload: worker_preload(&config),
-                    max_frame: config.max_frame,
-                },
-                startup_timeout: config.startup_timeout,
-                heartbeat_interval: config.heartbeat_interval,
-                heartbeat_timeout: config.heartbeat_timeout,
-                overrun_grace: config.overrun_grace,
-                stderr_tail: config.stderr_tail,
-                template: config
-                    .launch
-                    .template_preload()
-                    .map(|_| Arc::new(TemplateLink::default())),
-                gate: Default::default(),
-                max_queue: config.max_queue,
-                queue_timeout: config.queue_timeout,
-            });
-            let failure = Arc::new(OnceLock::new());
-            let args = PoolArgs {
-                config: config.clone(),
-                spec,
-                events: events.clone(),
-                escalate: supervisor.is_some(),
-                failure: failure.clone(),
-            };
-            let spawned = match &supervisor {
-                Some(sup) => Actor::spawn_linked(None, Pool, args, sup.clone()).await,
-                None => Actor::spawn(None, Pool, args).await,
-            };
-            let (actor, join) = spawned.map_err(|e| Error::Internal(format!("pool actor: {e}")))?;
+            let spec = config.worker_spec(python, python_path);
+            let (client, join) =
+                pool::spawn(config.clone(), spec, events.clone(), supervisor.clone()).await?;
             joins.push(join);
-            let client = PoolClient {
-                name: config.name.as_str().into(),
-                call_timeout: config.call_timeout,
-                max_frame: config.max_frame,
-                affinity: config.affinity,
-                single_worker: config.size == 1,
-                actor,
-                failure,
-                requests: Default::default(),
-            };
             pools.insert(config.name.clone(), Arc::new(client));
         }
         let runtime = Runtime {
@@ -267,7 +208,7 @@ impl Drop for Inner {
         // Dropped without `shutdown`: kill the pools; their workers are killed with them (linked
         // children), and each worker's state kills its process group.
         for pool in self.pools.values() {
-            pool.actor.kill();
+            pool.kill();
         }
     }
 }
@@ -342,11 +283,7 @@ impl Runtime {
         if sessions.len() >= 64 && sessions.len().is_power_of_two() {
             sessions.retain(|_, s| s.strong_count() > 0);
         }
-        let inner = Arc::new(SessionInner {
-            pool: client,
-            id,
-            route: Default::default(),
-        });
+        let inner = Arc::new(SessionInner { pool: client, id });
         sessions.insert(key, Arc::downgrade(&inner));
         Ok(Session { inner })
     }
@@ -387,7 +324,6 @@ impl Runtime {
         self.pool(pool)?
             .request(
                 None,
-                None,
                 CallOptions::default(),
                 crate::protocol::op::CALL,
                 &body,
@@ -420,15 +356,12 @@ impl Runtime {
     /// # }
     /// ```
     pub async fn stats(&self) -> Vec<PoolStats> {
-        let mut out = Vec::new();
-        for pool in self.inner.pools.values() {
-            let (tx, rx) = oneshot::channel();
-            if pool.actor.cast(PoolMsg::Stats(tx)).is_ok() {
-                if let Ok(stats) = rx.await {
-                    out.push(stats);
-                }
-            }
-        }
+        let mut out: Vec<PoolStats> = self
+            .inner
+            .pools
+            .values()
+            .filter_map(|p| p.stats())
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -478,16 +411,61 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     pub async fn wait_pool_ready(&self, pool: &str) -> Result<(), Error> {
-        let client = self.pool(pool)?;
-        let gone = || Error::ShuttingDown {
-            pool: pool.to_string(),
-        };
-        let (tx, rx) = oneshot::channel();
-        client
-            .actor
-            .cast(PoolMsg::WaitReady(tx))
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.pool(pool)?.wait_ready().await
+    }
+
+    /// Waits until every worker of every pool is ready: after restarts too, not only once (see
+    /// [`Runtime::wait_pool_full_strength`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::wait_pool_full_strength`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// rt.wait_full_strength().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_full_strength(&self) -> Result<(), Error> {
+        let mut names: Vec<_> = self.inner.pools.keys().collect();
+        names.sort();
+        for name in names {
+            self.wait_pool_full_strength(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every worker slot of `pool` has a ready worker: a pool that is restarting a
+    /// worker is back to full strength once the replacement finished its handshake. (A slot
+    /// whose worker is down for good, a `temporary` worker that exited, does not count.) Unlike
+    /// [`Runtime::wait_pool_ready`], which means "ready once", this waits again after every
+    /// worker loss.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolFailed`] when the pool gave up (now or while waiting),
+    /// [`Error::ShuttingDown`] when it is shutting down, [`Error::PoolNotFound`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(rt: pyvisor::Runtime) -> Result<(), pyvisor::Error> {
+    /// // After a worker crash: wait for its replacement before measuring again.
+    /// rt.wait_pool_full_strength("triage").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_pool_full_strength(&self, pool: &str) -> Result<(), Error> {
+        self.pool(pool)?.wait_full_strength().await
     }
 
     /// Stops every pool: no new calls are admitted (queued ones get [`Error::ShuttingDown`]),
@@ -502,13 +480,12 @@ impl Runtime {
     /// # }
     /// ```
     pub async fn shutdown(&self) {
-        let mut waits = Vec::new();
-        for pool in self.inner.pools.values() {
-            let (tx, rx) = oneshot::channel();
-            if pool.actor.cast(PoolMsg::Shutdown(tx)).is_ok() {
-                waits.push(rx);
-            }
-        }
+        let waits: Vec<_> = self
+            .inner
+            .pools
+            .values()
+            .filter_map(|p| p.shutdown())
+            .collect();
         for rx in waits {
             let _ = rx.await;
         }
@@ -517,21 +494,4 @@ impl Runtime {
             let _ = join.await;
         }
     }
-}
-
-/// What each worker imports before its handshake. In template mode that is the template's list
-/// and then the pool's: a forked worker finds them imported already, and a worker spawned while
-/// the template is down imports the same modules, so both kinds look alike to calls.
-fn worker_preload(config: &PoolConfig) -> Vec<String> {
-    let mut preload = config
-        .launch
-        .template_preload()
-        .unwrap_or_default()
-        .to_vec();
-    for module in &config.preload {
-        if !preload.contains(module) {
-            preload.push(module.clone());
-        }
-    }
-    preload
 }

@@ -22,19 +22,16 @@ use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use tokio::io::Interest;
 use tokio::net::unix::pipe;
 use tokio::net::UnixDatagram;
 use tokio::task::JoinSet;
 
-use crate::error::{LossReason, WorkerId};
-use crate::pool::PoolMsg;
-use crate::worker::process::{
-    pipe_pair, python_command, ExitWatch, Launched, PidfdChild, ProcessGroup,
-};
-use crate::worker::{
-    capture, ExitStatus, OutputSource, StderrTail, Stream, WorkerFailure, WorkerSpec, STDERR_DRAIN,
+use crate::identity::{ExitStatus, LossReason, WorkerFailure, WorkerId};
+use crate::process::{
+    capture, pipe_pair, python_command, ExitWatch, LaunchSpec, Launched, OutputSource, PidfdChild,
+    ProcessGroup, StderrTail, Stream, STDERR_DRAIN,
 };
 use wire::{ForkRequest, TemplateReply};
 
@@ -64,13 +61,14 @@ impl TemplateLink {
 
 /// Asks the ready template, if any, to fork worker `id`; `None` means "spawn it instead" (no
 /// template ready, or this fork failed: logged).
-pub(crate) async fn fork(spec: &WorkerSpec, id: &WorkerId) -> Option<Launched> {
-    let template = spec.template.as_ref()?.get()?;
+pub(crate) async fn fork(
+    link: &TemplateLink,
+    id: &WorkerId,
+    timeout: std::time::Duration,
+) -> Option<Launched> {
+    let template = link.get()?;
     let asked = template
-        .call(
-            |reply| TemplateMsg::Fork(id.clone(), reply),
-            Some(spec.startup_timeout),
-        )
+        .call(|reply| TemplateMsg::Fork(id.clone(), reply), Some(timeout))
         .await;
     match asked {
         Ok(ractor::rpc::CallResult::Success(Ok(launched))) => Some(launched),
@@ -85,13 +83,21 @@ pub(crate) async fn fork(spec: &WorkerSpec, id: &WorkerId) -> Option<Launched> {
     }
 }
 
+/// A template finished its handshake: what it tells its pool.
+#[derive(Debug)]
+pub(crate) struct TemplateReady {
+    pub(crate) generation: u64,
+    pub(crate) pid: u32,
+}
+
 /// Arguments of one template incarnation.
 pub(crate) struct TemplateArgs {
     pub(crate) pool: Arc<str>,
     pub(crate) generation: u64,
     pub(crate) preload: Vec<String>,
-    pub(crate) spec: Arc<WorkerSpec>,
-    pub(crate) parent: ActorRef<PoolMsg>,
+    pub(crate) launch: LaunchSpec,
+    /// Where the handshake is reported (the pool actor, seen through a narrow handle).
+    pub(crate) parent: DerivedActorRef<TemplateReady>,
 }
 
 /// Messages of the template actor.
@@ -116,8 +122,8 @@ pub(crate) struct TemplateState {
     pid: u32,
     group: ProcessGroup,
     socket: Arc<UnixDatagram>,
-    spec: Arc<WorkerSpec>,
-    parent: ActorRef<PoolMsg>,
+    launch: LaunchSpec,
+    parent: DerivedActorRef<TemplateReady>,
     tail: StderrTail,
     ready: bool,
     stopping: bool,
@@ -165,7 +171,7 @@ impl TemplateState {
         // The datagram holds its own references: the host's copies of the child ends go now, so
         // that the host sees end-of-file when the worker's ends close.
         drop((requests.read, replies.write, stdout.write, stderr.write));
-        let reply = tokio::time::timeout(self.spec.startup_timeout, recv(socket))
+        let reply = tokio::time::timeout(self.launch.startup_timeout, recv(socket))
             .await
             .map_err(|_| {
                 io::Error::new(io::ErrorKind::TimedOut, "no answer to a fork request")
@@ -217,18 +223,13 @@ impl Actor for Template {
             pool,
             generation,
             preload,
-            spec,
+            launch,
             parent,
         } = args;
         let (host_end, child_end) = std::os::unix::net::UnixDatagram::pair()?;
         let (stdout, stderr) = (pipe_pair()?, pipe_pair()?);
         let child_fd = child_end.as_raw_fd();
-        let mut cmd = python_command(
-            &spec.launch,
-            "pyvisor_worker.template",
-            &pool,
-            vec![child_fd],
-        );
+        let mut cmd = python_command(&launch, "pyvisor_worker.template", &pool, vec![child_fd]);
         cmd.env("PYVISOR_TEMPLATE_FD", child_fd.to_string())
             .env("PYVISOR_TEMPLATE_PRELOAD", preload.join(","))
             .env("PYVISOR_HOST_PID", std::process::id().to_string())
@@ -242,7 +243,7 @@ impl Actor for Template {
         let group = ProcessGroup::led_by(pid)?;
         host_end.set_nonblocking(true)?;
         let socket = Arc::new(UnixDatagram::from_std(host_end)?);
-        let tail = StderrTail::new(spec.stderr_tail);
+        let tail = StderrTail::new(launch.stderr_tail);
         let source = OutputSource::Template {
             pool: pool.to_string(),
             generation,
@@ -280,7 +281,7 @@ impl Actor for Template {
             };
             let _ = me.cast(msg);
         });
-        myself.send_after(spec.startup_timeout, || TemplateMsg::StartupTimeout);
+        myself.send_after(launch.startup_timeout, || TemplateMsg::StartupTimeout);
         tracing::debug!(pool = %pool, generation, pid, "template process started");
         Ok(TemplateState {
             pool,
@@ -288,7 +289,7 @@ impl Actor for Template {
             pid,
             group,
             socket,
-            spec,
+            launch,
             parent,
             tail,
             ready: false,
@@ -333,7 +334,7 @@ impl Actor for Template {
             TemplateMsg::Ready { pid, python } if !state.ready => {
                 state.ready = true;
                 tracing::debug!(pool = %state.pool, pid, %python, "template ready");
-                let _ = state.parent.cast(PoolMsg::TemplateReady {
+                let _ = state.parent.send_message(TemplateReady {
                     generation: state.generation,
                     pid: state.pid,
                 });

@@ -19,7 +19,7 @@ pub use from::from_value;
 pub use ndarray::NdArray;
 pub use reference::{Ref, StreamRef};
 
-pub(crate) use reference::collect_refs;
+pub(crate) use reference::{capture_issued, collect_refs};
 
 /// A Python value.
 ///

@@ -1,101 +1,71 @@
 //! The worker actor: owns one Python process.
 //!
 //! It starts the process (own process group, `PR_SET_PDEATHSIG`, protocol pipes on dedicated
-//! descriptors), waits for the handshake, runs one call at a time with the caller's reply channel,
-//! answers heartbeats' absence by failing, and fails whenever the process exits or breaks the
-//! protocol, so that its supervisor (the pool) acts. Its state owns the process group and kills it
-//! when dropped, which ractor does on every kind of stop, including kill and panic.
+//! descriptors), waits for the handshake, answers heartbeats' absence by failing, quarantines a
+//! call past its deadline, and fails whenever the process exits or breaks the protocol, so that
+//! its supervisor (the pool) acts. Calls do not pass through the actor: the pool's scheduler
+//! writes them through the worker's link (`worker/link.rs`) and the reader task answers them.
+//! Its state owns the process group and kills it when dropped, which ractor does on every kind
+//! of stop, including kill and panic.
 
 mod channel;
-mod deadline;
-mod exit;
-mod job;
 mod link;
-mod output;
-pub(crate) mod process;
-mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::error::{Error, LossReason, PythonError, WorkerId};
-use crate::pool::{PoolMsg, WorkerReady};
+use crate::alarm::Alarm;
+use crate::error::{Error, PythonError};
+use crate::identity::{LossReason, WorkerFailure, WorkerId};
+use crate::process::{self, capture, LaunchSpec, OutputSource, ProcessGroup, StderrTail, Stream};
 use crate::protocol::{op, ErrorBody, FrameReader, Incoming, ReadyInfo, NIL_BODY};
 use crate::protocol::{ProtocolError, PROTOCOL_VERSION};
 use crate::template::{self, TemplateLink};
 
-pub use exit::ExitStatus;
-pub(crate) use exit::WorkerFailure;
-pub(crate) use job::{Job, Reply, ReplyTo};
-pub(crate) use link::{DirectGate, Refused, WorkerLink};
-pub(crate) use process::LaunchSpec;
-pub(crate) use waiting::Waiting;
+pub use crate::identity::ExitStatus;
+pub use crate::process::ENV_DEFAULTS;
+pub(crate) use link::{Dispatch, WorkerLink};
 
 use channel::RequestChannel;
-use deadline::DeadlineTimer;
-pub(crate) use output::{capture, OutputSource, StderrTail, Stream};
-use process::ProcessGroup;
-use waiting::WaitList;
-
-/// Environment defaults of every worker process; a value set in the host's environment or in the
-/// pool's `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N
-/// workers each starting one thread per core oversubscribe the machine (Snakepit's "fork bomb").
-/// glibc keeps freed buffers up to 16 MiB for reuse instead of faulting fresh pages in for every
-/// large payload (`docs/decisions.md`, "Worker environment").
-///
-/// # Examples
-///
-/// ```
-/// assert!(pyvisor::worker::ENV_DEFAULTS.contains(&("OMP_NUM_THREADS", "1")));
-/// ```
-pub const ENV_DEFAULTS: &[(&str, &str)] = &[
-    ("OPENBLAS_NUM_THREADS", "1"),
-    ("OMP_NUM_THREADS", "1"),
-    ("MKL_NUM_THREADS", "1"),
-    ("NUMEXPR_NUM_THREADS", "1"),
-    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
-    ("PYTHONUNBUFFERED", "1"),
-    ("PYTHONFAULTHANDLER", "1"),
-    (
-        "GLIBC_TUNABLES",
-        "glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864",
-    ),
-];
 
 /// How long the reader may see a closed reply channel while the process keeps running.
 const CLOSED_CHANNEL_GRACE: Duration = Duration::from_millis(500);
 /// Read buffer of the reply channel; larger payloads are read straight into their frame.
 const REPLY_BUFFER: usize = 16 * 1024;
-/// How long the exit watcher waits for stderr to drain after the process exited.
-pub(crate) const STDERR_DRAIN: Duration = Duration::from_millis(500);
-
 /// Everything a worker needs to know, shared by all workers of a pool.
 #[derive(Debug)]
 pub(crate) struct WorkerSpec {
     pub(crate) launch: LaunchSpec,
-    pub(crate) startup_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) overrun_grace: Duration,
-    pub(crate) stderr_tail: usize,
     /// The pool's template link (`LaunchMode::Template`), `None` in spawn mode.
     pub(crate) template: Option<Arc<TemplateLink>>,
-    /// The pool's gate for direct calls (see `worker/link.rs`).
-    pub(crate) gate: Arc<DirectGate>,
-    /// Bound and timeout of the wait list (the pool's `max_queue` and `queue_timeout`).
-    pub(crate) max_queue: usize,
-    pub(crate) queue_timeout: Duration,
+}
+
+/// A worker's handshake is done: what it tells its pool.
+#[derive(Debug)]
+pub(crate) struct WorkerReady {
+    pub(crate) worker: WorkerId,
+    pub(crate) pid: u32,
+    pub(crate) forked: bool,
+    pub(crate) info: ReadyInfo,
+    /// The worker's call path: the pool's scheduler writes calls through it.
+    pub(crate) link: Arc<WorkerLink>,
 }
 
 /// Arguments of one worker incarnation.
 pub(crate) struct WorkerArgs {
     pub(crate) id: WorkerId,
     pub(crate) spec: Arc<WorkerSpec>,
-    pub(crate) pool: ActorRef<PoolMsg>,
+    /// Where the handshake is reported (the pool actor, seen through a narrow handle).
+    pub(crate) pool: DerivedActorRef<WorkerReady>,
+    /// The pool's scheduler: asked for the next call whenever one is answered.
+    pub(crate) dispatch: Arc<dyn Dispatch>,
 }
 
 /// Messages of the worker actor.
@@ -112,23 +82,24 @@ pub(crate) enum WorkerMsg {
     Exited(ExitStatus),
     StartupTimeout,
     HeartbeatTick,
-    Overrun(u64),
+    /// The call in flight may have passed its deadline.
+    Overrun,
     OverrunGraceOver(u64),
-    /// The oldest call of the wait list may have waited its queue timeout.
-    QueueDue,
     Escalate(i32, Duration),
 }
 
 pub(crate) struct WorkerState {
     id: WorkerId,
     spec: Arc<WorkerSpec>,
-    pool: ActorRef<PoolMsg>,
+    pool: DerivedActorRef<WorkerReady>,
     pid: u32,
     forked: bool,
     group: ProcessGroup,
     link: Arc<WorkerLink>,
     tail: StderrTail,
     ready: bool,
+    /// Told to shut down: its exit is expected.
+    stopping: bool,
     ping: Option<(u64, Instant)>,
     /// Background tasks (reader, writer, output capture, exit watcher, timers): aborted on drop.
     _tasks: JoinSet<()>,
@@ -163,9 +134,15 @@ impl WorkerState {
 
 impl Drop for WorkerState {
     fn drop(&mut self) {
-        // Killed or panicked: the process group dies with `self.group`; the caller must not be
-        // left waiting for a reply that will never come.
-        let reason = LossReason::ActorFailed("worker actor stopped".into());
+        // Stopped, killed with its pool, or panicked: the process group dies with `self.group`;
+        // the caller must not be left waiting for a reply that will never come. Outside a panic
+        // (a pyvisor bug) the only way here with a call still in flight is the pool being stopped
+        // or killed (the runtime dropped, the host's supervisor, the pool giving up): a shutdown.
+        let reason = if std::thread::panicking() {
+            LossReason::ActorFailed("worker actor panicked".into())
+        } else {
+            LossReason::PoolStopped
+        };
         self.link.close(|| self.exited(reason));
     }
 }
@@ -183,25 +160,33 @@ impl Actor for Worker {
         myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        let WorkerArgs { id, spec, pool } = args;
-        let spawned = match template::fork(&spec, &id).await {
+        let WorkerArgs {
+            id,
+            spec,
+            pool,
+            dispatch,
+        } = args;
+        let forked = match &spec.template {
+            Some(template) => template::fork(template, &id, spec.launch.startup_timeout).await,
+            None => None,
+        };
+        let spawned = match forked {
             Some(forked) => forked,
             None => process::spawn_worker(&spec.launch, &id)?,
         };
         let (pid, forked) = (spawned.pid, spawned.forked());
-        let tail = StderrTail::new(spec.stderr_tail);
+        let tail = StderrTail::new(spec.launch.stderr_tail);
         let mut tasks = JoinSet::new();
 
         let writer = RequestChannel::new(spawned.requests, &mut tasks);
-        let deadline = DeadlineTimer::new(myself.clone(), &mut tasks);
+        let me = myself.clone();
+        let deadline = Alarm::new(&mut tasks, move || me.cast(WorkerMsg::Overrun).is_ok());
         let link = WorkerLink::new(
             id.clone(),
-            pool.clone(),
-            spec.gate.clone(),
+            dispatch,
             writer,
             deadline,
             spec.launch.max_frame,
-            WaitList::new(spec.gate.clone(), spec.max_queue, spec.queue_timeout),
         );
 
         // Buffered: a small reply (length prefix and payload) costs one `read`.
@@ -248,11 +233,11 @@ impl Actor for Worker {
         tasks.spawn(async move {
             let status = exit.wait().await;
             group.reaped();
-            let _ = tokio::time::timeout(STDERR_DRAIN, drained_rx).await;
+            let _ = tokio::time::timeout(process::STDERR_DRAIN, drained_rx).await;
             let _ = me.cast(WorkerMsg::Exited(status));
         });
 
-        myself.send_after(spec.startup_timeout, || WorkerMsg::StartupTimeout);
+        myself.send_after(spec.launch.startup_timeout, || WorkerMsg::StartupTimeout);
         tracing::debug!(worker = %id, pid, forked, "worker process started");
         Ok(WorkerState {
             id,
@@ -264,6 +249,7 @@ impl Actor for Worker {
             link,
             tail,
             ready: false,
+            stopping: false,
             ping: None,
             _tasks: tasks,
         })
@@ -289,7 +275,7 @@ impl Actor for Worker {
                 )))
             }
             WorkerMsg::Exited(status) => {
-                if !state.link.is_stopping() {
+                if !state.stopping {
                     return Err(state.fail(LossReason::WorkerExited(status)));
                 }
                 tracing::debug!(worker = %state.id, %status, "worker process stopped");
@@ -314,21 +300,21 @@ impl Actor for Worker {
                 }
                 myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
             }
-            WorkerMsg::Overrun(id) => {
-                if state.link.is_in_flight(id) {
+            WorkerMsg::Overrun => {
+                if let Some(id) = state.link.overdue() {
                     tracing::warn!(worker = %state.id, "call overran its deadline; waiting for it to finish");
                     myself.send_after(state.spec.overrun_grace, move || {
                         WorkerMsg::OverrunGraceOver(id)
                     });
                 }
             }
-            WorkerMsg::QueueDue => state.link.expire_waiting(),
             WorkerMsg::OverrunGraceOver(id) => {
                 if state.link.is_in_flight(id) {
                     return Err(state.fail(LossReason::DeadlineOverrun));
                 }
             }
             WorkerMsg::Shutdown { grace } => {
+                state.stopping = true;
                 state.link.stop_accepting();
                 state.link.send(op::SHUTDOWN, NIL_BODY);
                 myself.send_after(grace, move || WorkerMsg::Escalate(libc::SIGTERM, grace));
@@ -376,14 +362,13 @@ fn on_frame(
             state.link.accept();
             tracing::debug!(worker = %state.id, pid = state.pid, python = %info.python, "worker ready");
             myself.send_after(heartbeat_period(&state.spec), || WorkerMsg::HeartbeatTick);
-            let _ = state.pool.cast(PoolMsg::WorkerReady(WorkerReady {
-                slot: state.id.slot,
-                generation: state.id.generation,
+            let _ = state.pool.send_message(WorkerReady {
+                worker: state.id.clone(),
                 pid: state.pid,
                 forked: state.forked,
                 info,
                 link: state.link.clone(),
-            }));
+            });
         }
         op::PONG if state.ping.is_some_and(|(id, _)| id == frame.id) => state.ping = None,
         other => {

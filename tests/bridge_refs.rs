@@ -195,7 +195,14 @@ async fn a_ref_whose_worker_died_is_unavailable_even_in_hint_mode() {
         }
         other => panic!("expected SessionWorkerUnavailable, got {other:?}"),
     }
-    // The hint session itself carries on (re-placed), without its old objects.
+    // The hint session held state there (a ref): it is lost, not silently re-placed, until the
+    // caller resets it; then it carries on, without its old objects.
+    let again = s.call::<u32>("pyvisor_fixtures", "pid", &(), &()).await;
+    assert!(
+        matches!(again, Err(Error::SessionWorkerUnavailable { .. })),
+        "{again:?}"
+    );
+    s.reset().unwrap();
     let _: u32 = s.call("pyvisor_fixtures", "pid", &(), &()).await.unwrap();
     rt.shutdown().await;
 }

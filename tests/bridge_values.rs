@@ -303,3 +303,34 @@ async fn pathlib_objects_are_refs_with_usable_methods() {
     assert_eq!(resolved.module(), "pathlib");
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn float_keys_nan_included_round_trip_as_python_dict_keys() {
+    let rt = runtime(vec![pool("nankeys")]).await;
+    let s = rt.session("nankeys", "s").unwrap();
+    let sent = Value::Map(vec![
+        (Value::Float(f64::NAN), Value::Str("nan".into())),
+        (Value::Float(1.5), Value::Str("x".into())),
+    ]);
+    let kinds: Vec<String> = s
+        .call("pyvisor_fixtures", "key_types", &(&sent,), &())
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds,
+        ["float", "float"],
+        "both keys reach Python as floats"
+    );
+    let back: Value = s
+        .call("pyvisor_fixtures", "echo", &(&sent,), &())
+        .await
+        .unwrap();
+    let Value::Map(entries) = back else {
+        panic!("a dict comes back as a map: {back:?}");
+    };
+    assert_eq!(entries.len(), 2);
+    assert!(matches!(entries[0].0, Value::Float(f) if f.is_nan()));
+    assert_eq!(entries[0].1, Value::Str("nan".into()));
+    assert_eq!(entries[1], (Value::Float(1.5), Value::Str("x".into())));
+    rt.shutdown().await;
+}

@@ -99,12 +99,21 @@ async fn sigkill_mid_call_fails_the_caller_and_strict_sessions_stay_lost_after_t
         }
     }
 
-    // The untouched session keeps its state; the hint session carries on, on a fresh worker.
+    // The untouched session keeps its state. `h1` is a session of a strict pool too: a per-call
+    // hint override cannot bring back the state it lost; once reset, it starts on a fresh worker.
     let v2: String = s2
         .call("pyvisor_fixtures", "state_get", &("k",), &())
         .await
         .unwrap();
     assert_eq!(v2, "v2");
+    let overridden = h1
+        .call_with::<u32>(hint, "pyvisor_fixtures", "pid", &(), &())
+        .await;
+    assert!(
+        matches!(overridden, Err(Error::SessionWorkerUnavailable { ref session, .. }) if session == "h1"),
+        "{overridden:?}"
+    );
+    h1.reset().unwrap();
     let h_new: u32 = h1
         .call_with(hint, "pyvisor_fixtures", "pid", &(), &())
         .await

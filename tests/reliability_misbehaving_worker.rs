@@ -352,12 +352,10 @@ async fn a_worker_ignoring_sigterm_and_stuck_in_a_call_is_sigkilled_by_shutdown(
         labels,
         [
             "PoolStopped(mb_sigterm)",
-            "SessionWorkerUnavailable(bad)",
-            "SessionWorkerUnavailable(good)",
-            "WorkerExited(mb_sigterm/0#0)",
-            "WorkerExited(mb_sigterm/1#0)",
+            "WorkerStopped(mb_sigterm/0#0)",
+            "WorkerStopped(mb_sigterm/1#0)",
         ],
-        "no restart during shutdown: {seen:#?}"
+        "no restart and no session lost during shutdown: {seen:#?}"
     );
 }
 

@@ -1,10 +1,13 @@
-//! Issue 5, part 3: property tests against real Python workers.
+//! Property tests against real Python workers.
 //!
 //! * the value codec: arbitrary `pyvisor::Value` trees go Rust → MessagePack → Python
 //!   (`pyvisor_fixtures.echo`) → MessagePack → Rust and come back the same (floats bit for bit,
 //!   sets as multisets: Python iterates a set in its own order);
-//! * the pool's routing state machine: random sequences of session calls, SIGKILLs and resets on a
-//!   small strict pool, checked against a model of the affinity rules of docs/architecture.md.
+//! * the pool's routing: random sequences of session calls (with per-call affinity overrides),
+//!   context pushes, refs, calls made while a session's worker is busy, SIGKILLs and resets, on a
+//!   strict and a hint pool, checked against a model of the session rules of
+//!   docs/architecture.md ("Sessions"). The schedule alone is model-tested far harder, without
+//!   Python, in `src/pool/schedule/tests.rs`.
 //!
 //! Case counts are small for CI (`PYVISOR_PROPTEST_CASES` raises them for a longer run). `cargo
 //! fuzz` needs a nightly toolchain, which the CI machine does not have; these are the substitute
@@ -20,9 +23,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use pyvisor::{Affinity, CallOptions, Error, Event, EventStream, Session, Value};
+use pyvisor::{Affinity, CallOptions, Error, Event, EventStream, Ref, Session, Value};
 use support::events::{label, until};
-use support::{pids, pool, signal};
+use support::{pids, pool, signal, Gate};
 
 const F: &str = "pyvisor_fixtures";
 const M: &str = "pyvisor_misbehave";
@@ -219,208 +222,489 @@ fn any_value_tree_round_trips_through_python_unchanged() {
 
 // ----- routing -----------------------------------------------------------------------------------
 
-const STRICT: usize = 3;
-const HINT: usize = 2;
+/// Sessions of each case: two of a strict pool, three of a hint pool.
+const STRICT: usize = 2;
+const SESSIONS: usize = 5;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A call of session `i` (strict for `i < STRICT`, hint above).
-    Call(usize),
-    /// SIGKILL the worker of slot `j`, then wait for its replacement.
-    Kill(usize),
+    /// A call of session `i` storing a value in its worker, with an optional per-call affinity.
+    Call(usize, Option<Affinity>),
+    /// Session `i` pushes a context (a tag its later calls see).
+    Push(usize),
+    /// Session `i` gets a ref, then uses its newest ref.
+    Ref(usize),
+    /// Session `j`'s worker is busy with a gated call while session `i` calls (affinity override).
+    WhileBusy(usize, usize, Option<Affinity>),
+    /// SIGKILL worker `slot` of the strict (`false`) or hint (`true`) pool, and wait for its
+    /// replacement.
+    Kill(bool, usize),
     /// `Session::reset` of session `i`.
     Reset(usize),
 }
 
+fn override_() -> impl Strategy<Value = Option<Affinity>> {
+    proptest::option::weighted(
+        0.4,
+        prop_oneof![
+            Just(Affinity::Hint),
+            Just(Affinity::StrictQueue),
+            Just(Affinity::StrictFailFast)
+        ],
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0..STRICT + HINT).prop_map(Op::Call),
-        2 => (0..2usize).prop_map(Op::Kill),
-        1 => (0..STRICT + HINT).prop_map(Op::Reset),
+        5 => (0..SESSIONS, override_()).prop_map(|(i, a)| Op::Call(i, a)),
+        1 => (STRICT..SESSIONS).prop_map(Op::Push),
+        1 => (0..SESSIONS).prop_map(Op::Ref),
+        2 => (0..SESSIONS, 0..SESSIONS, override_()).prop_map(|(i, j, a)| Op::WhileBusy(i, j, a)),
+        2 => (any::<bool>(), 0..2usize).prop_map(|(h, slot)| Op::Kill(h, slot)),
+        1 => (0..SESSIONS).prop_map(Op::Reset),
     ]
 }
 
 /// What the model knows of a session.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Seen {
-    /// Never placed, or reset: the next call starts it afresh anywhere.
+    /// Never placed, or reset: the next call starts it afresh.
     Fresh,
-    /// Its state lives on process `pid`; the last value it stored is `last`.
-    Bound { pid: u32, last: u64 },
-    /// Strict only: its worker died and it was not reset.
+    /// Placed on process `pid`; `last` is the value it stored last (on that process).
+    Bound {
+        pid: u32,
+        last: u64,
+        /// Its state lives there: a strict session, or a hint one with a context or a ref.
+        stateful: bool,
+        tag: Option<String>,
+        refs: Vec<(Ref, String)>,
+    },
+    /// Its state lived on a worker that died, and it was not reset.
     Lost,
 }
 
 struct Model {
     seen: Vec<Seen>,
+    /// What each session stored last on each process (under its current key).
+    stored: HashMap<(usize, u32), u64>,
     /// Bumped at every reset: a reset session stores under a new key, never written before.
     epoch: Vec<u64>,
-    next_value: u64,
+    next: u64,
 }
 
-async fn check_call(
-    model: &mut Model,
-    sessions: &[Session],
+struct Case<'a> {
+    rt: &'a pyvisor::Runtime,
+    sessions: &'a [Session],
+    events: &'a mut EventStream,
+    m: Model,
     case: u64,
-    i: usize,
-) -> Result<(), TestCaseError> {
-    let key = format!("c{case}-s{i}-e{}", model.epoch[i]);
-    model.next_value += 1;
-    let value = model.next_value;
-    let opts = CallOptions::new().affinity(if i < STRICT {
-        Affinity::StrictQueue
+}
+
+fn pool_of_session(i: usize) -> &'static str {
+    if i < STRICT {
+        "route_s"
     } else {
-        Affinity::Hint
-    });
-    let got = sessions[i]
-        .call_with::<(u32, Option<u64>)>(opts, M, "swap", &(&key, value), &())
-        .await;
-    match (model.seen[i], got) {
-        (Seen::Lost, Err(Error::SessionWorkerUnavailable { session, .. })) => {
-            prop_assert_eq!(session, sessions[i].id());
-        }
-        (Seen::Lost, other) => {
-            return Err(TestCaseError::fail(format!(
-                "strict session {i} lost its worker but got {other:?}"
-            )))
-        }
-        (Seen::Fresh, Ok((pid, old))) => {
-            prop_assert_eq!(old, None, "a fresh session saw state");
-            model.seen[i] = Seen::Bound { pid, last: value };
-        }
-        (Seen::Bound { pid, last }, Ok((on, old))) => {
-            prop_assert_eq!(on, pid, "session {} moved while its worker lived", i);
-            prop_assert_eq!(old, Some(last), "session {} lost or mixed its state", i);
-            model.seen[i] = Seen::Bound { pid, last: value };
-        }
-        (state, Err(e)) => {
-            return Err(TestCaseError::fail(format!(
-                "session {i} ({state:?}) must be answered, got {e:?}"
-            )))
-        }
+        "route_h"
     }
-    Ok(())
 }
 
-async fn check_kill(
-    model: &mut Model,
-    rt: &pyvisor::Runtime,
-    events: &mut EventStream,
-    sessions: &[Session],
-    slot: usize,
-) -> Result<(), TestCaseError> {
-    let pid = pids(rt, "route").await[slot];
-    // Who must be told: every session whose state is on that process, in session-id order.
-    let mut told: Vec<String> = Vec::new();
-    for (i, seen) in model.seen.iter_mut().enumerate() {
-        if matches!(*seen, Seen::Bound { pid: p, .. } if p == pid) {
-            told.push(sessions[i].id().to_string());
-            *seen = if i < STRICT { Seen::Lost } else { Seen::Fresh };
+impl Case<'_> {
+    fn key(&self, i: usize) -> String {
+        format!("c{}-s{i}-e{}", self.case, self.m.epoch[i])
+    }
+
+    /// The outcome every call of a lost session gets.
+    fn lost(i: usize, got: &Result<impl std::fmt::Debug, Error>) -> Result<(), TestCaseError> {
+        match got {
+            Err(Error::SessionWorkerUnavailable { .. }) => Ok(()),
+            other => Err(TestCaseError::fail(format!(
+                "session {i} lost its state but got {other:?}"
+            ))),
         }
     }
-    told.sort();
-    signal(pid, libc::SIGKILL);
-    let seen = until(events, |e| matches!(e, Event::WorkerRestarted { .. })).await;
-    // Sessions of earlier cases are kept alive (see below) and may be bound to this worker too:
-    // only this case's sessions are modelled.
-    let ours = format!(
-        "SessionWorkerUnavailable({}",
-        sessions[0].id().split_once('-').unwrap().0
-    );
-    let labels: Vec<String> = seen
-        .iter()
-        .map(label)
-        .filter(|l| {
-            !l.starts_with("SessionWorkerUnavailable(") || l.starts_with(&format!("{ours}-"))
+
+    /// Checks a `swap` answer against the model and records it.
+    fn stored(
+        &mut self,
+        i: usize,
+        value: u64,
+        got: Result<(u32, Option<u64>), Error>,
+        home_only: bool,
+    ) -> Result<(), TestCaseError> {
+        if let Ok((on, _)) = &got {
+            let on = *on;
+            let checked = self.check_stored(i, value, got, home_only);
+            self.m.stored.insert((i, on), value);
+            return checked;
+        }
+        self.check_stored(i, value, got, home_only)
+    }
+
+    fn check_stored(
+        &mut self,
+        i: usize,
+        value: u64,
+        got: Result<(u32, Option<u64>), Error>,
+        home_only: bool,
+    ) -> Result<(), TestCaseError> {
+        match (self.m.seen[i].clone(), got) {
+            (Seen::Lost, got) => Self::lost(i, &got)?,
+            (Seen::Fresh, Ok((pid, old))) => {
+                let before = self.m.stored.get(&(i, pid)).copied();
+                prop_assert_eq!(old, before, "a fresh session {} saw state", i);
+                self.m.seen[i] = Seen::Bound {
+                    pid,
+                    last: value,
+                    stateful: i < STRICT,
+                    tag: None,
+                    refs: Vec::new(),
+                };
+            }
+            (
+                Seen::Bound {
+                    pid,
+                    last,
+                    stateful,
+                    tag,
+                    refs,
+                },
+                Ok((on, old)),
+            ) => {
+                if stateful || home_only {
+                    prop_assert_eq!(on, pid, "session {} ran away from its worker", i);
+                }
+                if on == pid {
+                    prop_assert_eq!(old, Some(last), "session {} lost or mixed its state", i);
+                } else {
+                    // A stateless hint session moved with its call (maybe back where it was).
+                    prop_assert!(!stateful);
+                    prop_assert_eq!(old, self.m.stored.get(&(i, on)).copied());
+                }
+                self.m.seen[i] = Seen::Bound {
+                    pid: on,
+                    last: value,
+                    stateful,
+                    tag,
+                    refs,
+                };
+            }
+            (state, Err(e)) => {
+                return Err(TestCaseError::fail(format!(
+                    "session {i} ({state:?}) must be answered, got {e:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(&mut self, i: usize, affinity: Option<Affinity>) -> Result<(), TestCaseError> {
+        self.m.next += 1;
+        let value = self.m.next;
+        let mut opts = CallOptions::new();
+        if let Some(a) = affinity {
+            opts = opts.affinity(a);
+        }
+        let got = self.sessions[i]
+            .call_with::<(u32, Option<u64>)>(opts, M, "swap", &(self.key(i), value), &())
+            .await;
+        // Nothing else runs: the session's worker is idle, so every call runs at home.
+        self.stored(i, value, got, true)?;
+        // Its context is around every call of it, wherever it runs.
+        if let Seen::Bound { tag, .. } = &self.m.seen[i] {
+            let seen: Option<String> = self.sessions[i]
+                .call(F, "current_tag", &(), &())
+                .await
+                .map_err(|e| TestCaseError::fail(format!("current_tag: {e:?}")))?;
+            prop_assert_eq!(&seen, tag, "session {} without its context", i);
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, i: usize) -> Result<(), TestCaseError> {
+        if self.m.seen[i] == Seen::Fresh {
+            self.call(i, None).await?;
+        }
+        let tag = format!("tag-{}", self.key(i));
+        let got = self.sessions[i]
+            .push_context(F, "tagged", &(&tag,), &())
+            .await;
+        match &mut self.m.seen[i] {
+            Seen::Lost => Self::lost(i, &got)?,
+            Seen::Bound {
+                stateful, tag: t, ..
+            } => {
+                got.map_err(|e| TestCaseError::fail(format!("push: {e:?}")))?;
+                *stateful = true;
+                *t = Some(tag);
+            }
+            Seen::Fresh => unreachable!("placed above"),
+        }
+        Ok(())
+    }
+
+    async fn with_ref(&mut self, i: usize) -> Result<(), TestCaseError> {
+        if self.m.seen[i] == Seen::Fresh {
+            self.call(i, None).await?;
+        }
+        let label = format!("r{}", self.m.next);
+        let got = self.sessions[i]
+            .call::<Ref>(F, "Opaque", &(&label,), &())
+            .await;
+        match &mut self.m.seen[i] {
+            Seen::Lost => return Self::lost(i, &got),
+            Seen::Bound {
+                pid,
+                stateful,
+                refs,
+                ..
+            } => {
+                let r = got.map_err(|e| TestCaseError::fail(format!("Opaque: {e:?}")))?;
+                let on: u32 = self.sessions[i]
+                    .call(F, "pid", &(), &())
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                prop_assert_eq!(on, *pid, "a session with a ref stays with it");
+                *stateful = true;
+                refs.push((r, label));
+            }
+            Seen::Fresh => unreachable!("placed above"),
+        }
+        let Seen::Bound { refs, .. } = &self.m.seen[i] else {
+            return Ok(());
+        };
+        let (r, label) = refs.last().expect("pushed above").clone();
+        let shout: String = self.sessions[i]
+            .call_method(&r, "shout", &(), &())
+            .await
+            .map_err(|e| TestCaseError::fail(format!("shout: {e:?}")))?;
+        prop_assert_eq!(shout, format!("{}!", label.to_uppercase()));
+        Ok(())
+    }
+
+    /// `j`'s worker runs a gated call while `i` calls: `i` runs at once elsewhere only if it is a
+    /// stateless hint session whose call may move; otherwise it waits (or is refused busy).
+    async fn while_busy(
+        &mut self,
+        i: usize,
+        j: usize,
+        affinity: Option<Affinity>,
+    ) -> Result<(), TestCaseError> {
+        if pool_of_session(i) != pool_of_session(j) {
+            return Ok(());
+        }
+        for k in [j, i] {
+            if self.m.seen[k] == Seen::Fresh {
+                self.call(k, None).await?;
+            }
+        }
+        let (Seen::Bound { pid: busy_pid, .. }, state_i) =
+            (self.m.seen[j].clone(), self.m.seen[i].clone())
+        else {
+            return Ok(()); // j is lost
+        };
+        let gate = Gate::new("route");
+        let busy = gate.spawn_call(&self.sessions[j]);
+        gate.wait_started().await;
+        self.m.next += 1;
+        let value = self.m.next;
+        let mut opts = CallOptions::new();
+        if let Some(a) = affinity {
+            opts = opts.affinity(a);
+        }
+        let call = {
+            let (s, key) = (self.sessions[i].clone(), self.key(i));
+            tokio::spawn(async move {
+                s.call_with::<(u32, Option<u64>)>(opts, M, "swap", &(key, value), &())
+                    .await
+            })
+        };
+        let pool = pool_of_session(i);
+        let effective = affinity.unwrap_or(if i < STRICT {
+            Affinity::StrictQueue
+        } else {
+            Affinity::Hint
+        });
+        let at_busy = matches!(state_i, Seen::Bound { pid, .. } if pid == busy_pid);
+        let stateful = i < STRICT || matches!(state_i, Seen::Bound { stateful: true, .. });
+        // Wait until the call finished or is queued: exactly one happens.
+        let queued = support::eventually("the call to finish or wait", || async {
+            if call.is_finished() {
+                return Some(false);
+            }
+            (support::stats_of(self.rt, pool).await.queued == 1).then_some(true)
         })
-        .collect();
-    prop_assert_eq!(labels.len(), told.len() + 2, "events {:?}", labels);
-    let exited = format!("WorkerExited(route/{slot}#");
-    prop_assert!(labels[0].starts_with(&exited), "{:?}", labels);
-    for (l, s) in labels[1..].iter().zip(&told) {
-        prop_assert_eq!(l, &format!("SessionWorkerUnavailable({s})"));
+        .await;
+        let waits = at_busy && (stateful || effective != Affinity::Hint);
+        match state_i {
+            Seen::Lost => prop_assert!(!queued, "a lost session's call is refused at once"),
+            _ if at_busy && effective == Affinity::StrictFailFast => prop_assert!(!queued),
+            _ => prop_assert_eq!(
+                queued,
+                waits,
+                "session {} waited? (stateful {}, {:?})",
+                i,
+                stateful,
+                effective
+            ),
+        }
+        gate.open();
+        let busy_result = busy.await.unwrap();
+        prop_assert!(
+            busy_result.is_ok() || matches!(self.m.seen[j], Seen::Lost),
+            "{:?}",
+            busy_result
+        );
+        let got = call.await.unwrap();
+        if at_busy && effective == Affinity::StrictFailFast && !matches!(state_i, Seen::Lost) {
+            prop_assert!(matches!(got, Err(Error::WorkerBusy { .. })), "{:?}", got);
+            return Ok(());
+        }
+        self.stored(i, value, got, waits)
     }
-    let restarted = format!("WorkerRestarted(route/{slot}#");
-    prop_assert!(
-        labels[labels.len() - 1].starts_with(&restarted),
-        "{:?}",
-        labels
-    );
-    Ok(())
+
+    /// `Session::reset`: the session starts afresh, under a new key.
+    fn reset(&mut self, i: usize) {
+        self.sessions[i].reset().unwrap();
+        self.m.seen[i] = Seen::Fresh;
+        self.m.epoch[i] += 1;
+        self.m.stored.retain(|(s, _), _| *s != i);
+    }
+
+    async fn kill(&mut self, hint: bool, slot: usize) -> Result<(), TestCaseError> {
+        let pool = if hint { "route_h" } else { "route_s" };
+        let pid = pids(self.rt, pool).await[slot];
+        // Who must be told: every session placed on that process, in session-id order.
+        let mut told: Vec<String> = Vec::new();
+        for (i, seen) in self.m.seen.iter_mut().enumerate() {
+            if let Seen::Bound {
+                pid: p, stateful, ..
+            } = seen
+            {
+                if *p == pid && pool_of_session(i) == pool {
+                    told.push(self.sessions[i].id().to_string());
+                    *seen = if *stateful { Seen::Lost } else { Seen::Fresh };
+                }
+            }
+        }
+        told.sort();
+        self.m.stored.retain(|(_, p), _| *p != pid);
+        signal(pid, libc::SIGKILL);
+        let seen = until(
+            self.events,
+            |e| matches!(e, Event::WorkerRestarted { worker, .. } if worker.pool == pool),
+        )
+        .await;
+        // Sessions of earlier cases are kept alive and may be placed on this worker too: only
+        // this case's sessions are modelled.
+        let ours = format!("SessionWorkerUnavailable(c{}-", self.case);
+        let labels: Vec<String> = seen
+            .iter()
+            .filter(|e| support::events::pool_of(e) == pool)
+            .map(label)
+            .filter(|l| !l.starts_with("SessionWorkerUnavailable(") || l.starts_with(&ours))
+            .collect();
+        let mut expected = vec![format!("WorkerExited({pool}/{slot}#")];
+        expected.extend(
+            told.iter()
+                .map(|s| format!("SessionWorkerUnavailable({s})")),
+        );
+        expected.push(format!("WorkerRestarted({pool}/{slot}#"));
+        prop_assert_eq!(labels.len(), expected.len(), "events {:?}", labels);
+        for (l, e) in labels.iter().zip(&expected) {
+            prop_assert!(
+                l.starts_with(e.as_str()),
+                "events {:?}, expected {:?}",
+                labels,
+                expected
+            );
+        }
+        Ok(())
+    }
 }
 
-#[test]
-fn routing_keeps_the_affinity_invariants_under_kills_and_resets() {
-    let tokio = tokio_runtime();
-    let cfg = pool("route")
+fn routing_pool(name: &str, affinity: Affinity) -> pyvisor::PoolConfig {
+    pool(name)
         .size(2)
-        .affinity(Affinity::StrictQueue)
+        .affinity(affinity)
         .max_restarts(1_000_000)
         .restart_window(Duration::from_secs(1))
         .backoff_initial(Duration::from_millis(1))
-        .backoff_max(Duration::from_millis(1));
-    let rt = tokio.block_on(support::runtime(vec![cfg]));
+        .backoff_max(Duration::from_millis(1))
+}
+
+#[test]
+fn routing_keeps_the_session_rules_under_kills_resets_contexts_refs_and_overrides() {
+    let tokio = tokio_runtime();
+    let pools = vec![
+        routing_pool("route_s", Affinity::StrictQueue),
+        routing_pool("route_h", Affinity::Hint),
+    ];
+    let rt = tokio.block_on(support::runtime(pools));
     let case = Cell::new(0u64);
     // Sessions stay alive for the whole run: dropping one queues a RELEASE on its worker, which
     // would make that worker busy at the start of the next case.
     let keep: std::cell::RefCell<Vec<Session>> = Default::default();
-    let tally = Cell::new((0u64, 0u64, 0u64)); // calls, kills, resets
+    let tally: std::cell::RefCell<HashMap<&'static str, u64>> = Default::default();
     let mut runner = TestRunner::new(Config {
-        cases: cases(32),
+        cases: cases(24),
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&vec(op(), 1..16), |ops| {
+    let result = runner.run(&vec(op(), 1..14), |ops| {
         case.set(case.get() + 1);
         let case = case.get();
         tokio.block_on(async {
-            let sessions: Vec<Session> = (0..STRICT + HINT)
-                .map(|i| rt.session("route", format!("c{case}-s{i}")).unwrap())
+            let sessions: Vec<Session> = (0..SESSIONS)
+                .map(|i| {
+                    rt.session(pool_of_session(i), format!("c{case}-s{i}"))
+                        .unwrap()
+                })
                 .collect();
             keep.borrow_mut().extend(sessions.iter().cloned());
-            let mut model = Model {
-                seen: vec![Seen::Fresh; STRICT + HINT],
-                epoch: vec![0; STRICT + HINT],
-                next_value: 0,
-            };
             let mut events = rt.events();
+            let mut c = Case {
+                rt: &rt,
+                sessions: &sessions,
+                events: &mut events,
+                m: Model {
+                    seen: vec![Seen::Fresh; SESSIONS],
+                    stored: HashMap::new(),
+                    epoch: vec![0; SESSIONS],
+                    next: 0,
+                },
+                case,
+            };
             for op in &ops {
-                let (c, k, r) = tally.get();
-                tally.set(match op {
-                    Op::Call(_) => (c + 1, k, r),
-                    Op::Kill(_) => (c, k + 1, r),
-                    Op::Reset(_) => (c, k, r + 1),
-                });
+                let name = match op {
+                    Op::Call(..) => "calls",
+                    Op::Push(_) => "contexts",
+                    Op::Ref(_) => "refs",
+                    Op::WhileBusy(..) => "busy",
+                    Op::Kill(..) => "kills",
+                    Op::Reset(_) => "resets",
+                };
+                *tally.borrow_mut().entry(name).or_default() += 1;
                 match *op {
-                    Op::Call(i) => check_call(&mut model, &sessions, case, i).await?,
-                    Op::Kill(slot) => {
-                        check_kill(&mut model, &rt, &mut events, &sessions, slot).await?
-                    }
-                    Op::Reset(i) => {
-                        sessions[i].reset().unwrap();
-                        model.seen[i] = Seen::Fresh;
-                        model.epoch[i] += 1;
-                    }
+                    Op::Call(i, a) => c.call(i, a).await?,
+                    Op::Push(i) => c.push(i).await?,
+                    Op::Ref(i) => c.with_ref(i).await?,
+                    Op::WhileBusy(i, j, a) => c.while_busy(i, j, a).await?,
+                    Op::Kill(hint, slot) => c.kill(hint, slot).await?,
+                    Op::Reset(i) => c.reset(i),
                 }
             }
             // Every session still answers once reset (lost ones included), and no event is
             // pending that the model did not predict.
-            for (i, s) in sessions.iter().enumerate() {
-                s.reset().unwrap();
-                model.seen[i] = Seen::Fresh;
-                model.epoch[i] += 1;
-                check_call(&mut model, &sessions, case, i).await?;
+            for i in 0..SESSIONS {
+                c.reset(i);
+                c.call(i, None).await?;
             }
-            let extra = events.try_recv();
+            let extra = c.events.try_recv();
             prop_assert!(extra.is_none(), "unexpected event {:?}", extra);
             Ok(())
         })
     });
-    let (calls, kills, resets) = tally.get();
-    eprintln!(
-        "routing: {} cases, {calls} calls, {kills} kills, {resets} resets",
-        case.get()
-    );
+    eprintln!("routing: {} cases, {:?}", case.get(), tally.borrow());
     tokio.block_on(rt.shutdown());
     if let Err(e) = result {
         panic!("{e}");

@@ -67,7 +67,7 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
         }
         "pyvisor-64-sessions" => {
             // The throughput workload's path: 64 sessions calling at once on one worker, so
-            // nearly every call queues in the pool.
+            // nearly every call queues and is written by the worker's reader task.
             let prt = b.start_pinned(env.pool("p", 1));
             let sessions: Vec<Session> = (0..THROUGHPUT_SESSIONS)
                 .map(|i| prt.session("p", format!("s{i}")).unwrap())
@@ -75,7 +75,6 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
             u0 = usage();
             t0 = Instant::now();
             let per = n / THROUGHPUT_SESSIONS;
-            let stats = prt.clone();
             b.on_task(async move {
                 let tasks: Vec<_> = sessions
                     .into_iter()
@@ -91,8 +90,6 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
                 for t in tasks {
                     t.await.unwrap();
                 }
-                let direct = stats.stats().await[0].direct_calls;
-                eprintln!("{direct} of the calls went direct (written by their caller or from the worker's wait list)");
             });
         }
         other => die(&format!(

@@ -1,44 +1,22 @@
+//! A pool's configuration, in code or in TOML.
+
+pub(crate) mod duration;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::call::Affinity;
+use crate::process::LaunchSpec;
 use crate::protocol::DEFAULT_MAX_FRAME;
-use crate::runtime::duration;
 use crate::supervisor::RestartPolicy;
+use crate::template::TemplateLink;
+use crate::worker::WorkerSpec;
 
 use super::LaunchMode;
-
-/// How a pool routes the calls of a session (Snakepit's vocabulary).
-///
-/// # Examples
-///
-/// ```
-/// use pyvisor::Affinity;
-/// let a: Affinity = toml::from_str::<std::collections::HashMap<String, Affinity>>("a = \"strict_queue\"")
-///     .unwrap()["a"];
-/// assert_eq!(a, Affinity::StrictQueue);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Affinity {
-    /// Prefer the session's worker; if it is busy, run on any free worker (the session then
-    /// moves there). For stateless sessions. A lost worker re-places the session (the event fires).
-    #[default]
-    Hint,
-    /// Always run on the session's worker; wait in the queue while it is busy.
-    StrictQueue,
-    /// Always run on the session's worker; [`Error::WorkerBusy`](crate::Error::WorkerBusy) at once
-    /// if it is busy.
-    StrictFailFast,
-}
-
-impl Affinity {
-    pub(crate) fn is_strict(self) -> bool {
-        !matches!(self, Affinity::Hint)
-    }
-}
 
 /// Configuration of one named pool.
 ///
@@ -344,6 +322,45 @@ impl PoolConfig {
     pub fn python(mut self, path: impl Into<PathBuf>) -> Self {
         self.python = Some(path.into());
         self
+    }
+
+    /// What every worker of this pool needs, with the interpreter and path resolved.
+    pub(crate) fn worker_spec(&self, python: PathBuf, python_path: Vec<PathBuf>) -> WorkerSpec {
+        let mut env = self.env.clone();
+        env.extend(
+            self.policy_env()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
+        WorkerSpec {
+            launch: LaunchSpec {
+                python,
+                python_path,
+                env,
+                preload: self.worker_preload(),
+                max_frame: self.max_frame,
+                startup_timeout: self.startup_timeout,
+                stderr_tail: self.stderr_tail,
+            },
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            overrun_grace: self.overrun_grace,
+            template: (self.launch.template_preload()).map(|_| Arc::new(TemplateLink::default())),
+        }
+    }
+
+    /// What each worker imports before its handshake. In template mode that is the template's
+    /// list and then the pool's: a forked worker finds them imported already, and a worker
+    /// spawned while the template is down imports the same modules, so both kinds look alike to
+    /// calls.
+    fn worker_preload(&self) -> Vec<String> {
+        let mut preload = self.launch.template_preload().unwrap_or_default().to_vec();
+        for module in &self.preload {
+            if !preload.contains(module) {
+                preload.push(module.clone());
+            }
+        }
+        preload
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {

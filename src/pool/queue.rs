@@ -1,129 +1,254 @@
+//! The pool's bounded queue: the calls waiting for a worker, in one FIFO per slot (calls that
+//! may run only there) and one for calls that may run on any worker. A call's place is its
+//! submission number (`Job::seq`); a worker takes the lowest-numbered call it may run.
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pool::Affinity;
-use crate::worker::Job;
+use crate::call::Job;
 
 /// A call waiting for a worker.
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(crate) job: Job,
-    pub(crate) enqueued: Instant,
-    /// `Some(slot)`: only that slot may run it (strict affinity).
-    pub(crate) pin: Option<usize>,
-    pub(crate) affinity: Affinity,
+    /// When it started waiting (its queue timeout counts from here).
+    pub(crate) since: Instant,
 }
 
-/// The pool's bounded FIFO of waiting calls.
+/// Which workers may take a queued call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Only this slot's worker.
+    Slot(usize),
+    /// Whichever worker is free first.
+    Any,
+}
+
+/// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    items: VecDeque<Queued>,
+    any: VecDeque<Queued>,
+    slots: Vec<VecDeque<Queued>>,
+    len: usize,
     capacity: usize,
 }
 
 impl Queue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(slots: usize, capacity: usize) -> Self {
         Queue {
-            items: VecDeque::new(),
+            any: VecDeque::new(),
+            slots: (0..slots).map(|_| VecDeque::new()).collect(),
+            len: 0,
             capacity,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Queues a job; gives it back when the queue is full, counting the `elsewhere` calls that
-    /// wait at their workers (the capacity bounds both together).
-    pub(crate) fn push(
-        &mut self,
-        job: Job,
-        pin: Option<usize>,
-        affinity: Affinity,
-        elsewhere: usize,
-    ) -> Result<(), Job> {
-        self.items.retain(|q| !q.job.abandoned());
-        if self.items.len() + elsewhere >= self.capacity {
-            return Err(job);
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= self.capacity
+    }
+
+    fn fifo(&mut self, target: Target) -> &mut VecDeque<Queued> {
+        match target {
+            Target::Any => &mut self.any,
+            Target::Slot(slot) => &mut self.slots[slot],
         }
-        self.items.push_back(Queued {
-            job,
-            enqueued: Instant::now(),
-            pin,
-            affinity,
-        });
-        Ok(())
     }
 
-    /// Queues a job at the front with its own queueing time, over the capacity: a call that was
-    /// already counted, waiting at a worker that was lost (`PoolState::readmit`).
-    pub(crate) fn push_front(
-        &mut self,
-        job: Job,
-        pin: Option<usize>,
-        affinity: Affinity,
-        enqueued: Instant,
-    ) {
-        self.items.push_front(Queued {
-            job,
-            enqueued,
-            pin,
-            affinity,
-        });
+    /// Queues `queued` in its place by submission number: at the back for a new call, further
+    /// up for one that is routed again (its worker was lost) and keeps its place.
+    pub(crate) fn insert(&mut self, target: Target, queued: Queued) {
+        let fifo = self.fifo(target);
+        let seq = queued.job.seq;
+        let at = if fifo.back().is_none_or(|q| q.job.seq < seq) {
+            fifo.len()
+        } else {
+            fifo.partition_point(|q| q.job.seq < seq)
+        };
+        fifo.insert(at, queued);
+        self.len += 1;
     }
 
-    /// Puts back a job taken with [`Queue::take_for`] that could not run after all, at the
-    /// front, keeping its place and its queueing time.
-    pub(crate) fn put_back(&mut self, queued: Queued) {
-        self.items.push_front(queued);
+    /// The lowest-numbered call `slot` may run (its own FIFO's or the shared one's), and whether
+    /// it came from the shared FIFO.
+    pub(crate) fn pop_for(&mut self, slot: usize) -> Option<(Queued, Target)> {
+        let own = self.slots[slot].front().map(|q| q.job.seq);
+        let any = self.any.front().map(|q| q.job.seq);
+        let target = match (own, any) {
+            (Some(o), Some(a)) if a < o => Target::Any,
+            (Some(_), _) => Target::Slot(slot),
+            (None, Some(_)) => Target::Any,
+            (None, None) => return None,
+        };
+        let queued = self.fifo(target).pop_front()?;
+        self.len -= 1;
+        Some((queued, target))
     }
 
-    /// The oldest job `slot` may run. Jobs whose caller gave up are dropped on the way.
-    pub(crate) fn take_for(&mut self, slot: usize) -> Option<Queued> {
-        self.items.retain(|q| !q.job.abandoned());
-        let at = self
-            .items
-            .iter()
-            .position(|q| q.pin.is_none_or(|p| p == slot))?;
-        self.items.remove(at)
+    /// Whether a call `slot` may run waits (whether its caller still waits or not).
+    #[cfg(test)]
+    pub(crate) fn has_work_for(&self, slot: usize) -> bool {
+        !self.slots[slot].is_empty() || !self.any.is_empty()
     }
 
-    /// Removes and returns the jobs queued for `timeout` or longer at `now` (the oldest are at
-    /// the front: jobs are queued in time order and removals keep the order).
-    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Queued> {
-        let stale = self
-            .items
-            .iter()
-            .take_while(|q| q.enqueued + timeout <= now)
-            .count();
-        self.items.drain(..stale).collect()
-    }
-
-    /// When the oldest queued job was queued.
-    pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.items.front().map(|q| q.enqueued)
-    }
-
-    /// Removes and returns the jobs pinned to `slot`.
-    pub(crate) fn take_pinned(&mut self, slot: usize) -> Vec<Queued> {
-        let mut pinned = Vec::new();
-        for q in std::mem::take(&mut self.items) {
-            if q.pin == Some(slot) {
-                pinned.push(q);
-            } else {
-                self.items.push_back(q);
+    /// Removes and returns the waiting calls for which `which` holds, in order within each
+    /// FIFO.
+    pub(crate) fn take_where(&mut self, which: impl Fn(&Job) -> bool) -> Vec<Queued> {
+        let mut taken = Vec::new();
+        for fifo in std::iter::once(&mut self.any).chain(&mut self.slots) {
+            if !fifo.iter().any(|q| which(&q.job)) {
+                continue;
             }
+            let mut kept = VecDeque::with_capacity(fifo.len());
+            for q in fifo.drain(..) {
+                if which(&q.job) {
+                    taken.push(q);
+                } else {
+                    kept.push_back(q);
+                }
+            }
+            *fifo = kept;
         }
-        pinned
+        self.len -= taken.len();
+        taken
     }
 
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
-        self.items.drain(..)
+    /// Removes every call that may run only on `slot` (its worker was lost), in order.
+    pub(crate) fn take_slot(&mut self, slot: usize) -> VecDeque<Queued> {
+        let taken = std::mem::take(&mut self.slots[slot]);
+        self.len -= taken.len();
+        taken
+    }
+
+    /// Removes every queued call.
+    pub(crate) fn drain(&mut self) -> Vec<Queued> {
+        let mut all: Vec<Queued> = self.any.drain(..).collect();
+        for fifo in &mut self.slots {
+            all.extend(fifo.drain(..));
+        }
+        self.len = 0;
+        all
+    }
+
+    /// Drops the calls whose caller gave up (they count against the capacity until then).
+    pub(crate) fn purge_abandoned(&mut self) {
+        self.retain(|q| !q.job.abandoned());
+    }
+
+    /// Removes and returns the calls that have waited `timeout` at `now`.
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Queued> {
+        let mut expired = Vec::new();
+        for fifo in std::iter::once(&mut self.any).chain(&mut self.slots) {
+            let mut kept = VecDeque::with_capacity(fifo.len());
+            for q in fifo.drain(..) {
+                if q.since + timeout <= now {
+                    expired.push(q);
+                } else {
+                    kept.push_back(q);
+                }
+            }
+            *fifo = kept;
+        }
+        self.len -= expired.len();
+        expired
+    }
+
+    /// When the call that has waited longest started waiting.
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        std::iter::once(&self.any)
+            .chain(&self.slots)
+            .flatten()
+            .map(|q| q.since)
+            .min()
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Queued) -> bool) {
+        let mut len = 0;
+        for fifo in std::iter::once(&mut self.any).chain(&mut self.slots) {
+            fifo.retain(&keep);
+            len += fifo.len();
+        }
+        self.len = len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::ReplyTo;
+
+    fn queued(
+        seq: u64,
+    ) -> (
+        Queued,
+        tokio::sync::oneshot::Receiver<Result<crate::call::Reply, crate::Error>>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut job = Job::new(1, Vec::new(), ReplyTo::new(tx), Instant::now(), None);
+        job.seq = seq;
+        (
+            Queued {
+                job,
+                since: Instant::now(),
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_worker_takes_the_lowest_numbered_call_it_may_run() {
+        let mut q = Queue::new(2, 10);
+        let mut keep = Vec::new();
+        for (seq, target) in [(1, Target::Slot(1)), (2, Target::Any), (3, Target::Slot(0))] {
+            let (item, rx) = queued(seq);
+            keep.push(rx);
+            q.insert(target, item);
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop_for(0).map(|(q, _)| q.job.seq)).collect();
+        assert_eq!(order, [2, 3], "slot 0 never takes slot 1's call");
+        assert_eq!(
+            q.pop_for(1).map(|(q, t)| (q.job.seq, t)),
+            Some((1, Target::Slot(1)))
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_call_routed_again_keeps_its_place() {
+        let mut q = Queue::new(1, 10);
+        let mut keep = Vec::new();
+        for seq in [3, 5, 1] {
+            let (item, rx) = queued(seq);
+            keep.push(rx);
+            q.insert(Target::Any, item);
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop_for(0).map(|(q, _)| q.job.seq)).collect();
+        assert_eq!(order, [1, 3, 5]);
+    }
+
+    #[test]
+    fn abandoned_calls_stop_counting_once_purged() {
+        let mut q = Queue::new(1, 2);
+        let (a, rx_a) = queued(1);
+        let (b, _rx_b) = queued(2);
+        q.insert(Target::Slot(0), a);
+        q.insert(Target::Any, b);
+        assert!(q.is_full());
+        drop(rx_a);
+        q.purge_abandoned();
+        assert_eq!(q.len(), 1);
     }
 }

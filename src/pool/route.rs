@@ -1,122 +1,173 @@
-//! A session's route: the worker its calls may be written to directly.
+//! The routing decision: where one call runs, as a pure function of the pool's slots, the call's
+//! session binding and the call. The schedule (`pool/schedule.rs`) applies the decision; this
+//! module decides only.
 //!
-//! Each session handle owns one. Only the pool actor points it at a worker, and only at the worker
-//! the session is bound to (when it dispatches one of the session's calls there); the pool clears
-//! it whenever that binding ends or changes (reset, close, a hint move, the worker's loss), and the
-//! session clears it on reset. A closed link (its worker failed) refuses every direct call. So a
-//! route never lets a session run anywhere the pool does not have it bound.
+//! The rules, in the order they apply (the table in `docs/architecture.md`, "Sessions"):
 //!
-//! A call handed to the pool holds a [`RouteTicket`] until the pool writes it or answers it:
-//! while any is held, the session's later calls go through the pool too, behind it, so a
-//! session's calls are written in the order they were started.
+//! 1. A session that lost its state is refused until it is reset, whatever the call.
+//! 2. A call with refs runs on the worker that holds them (or is refused if it is gone).
+//! 3. A call without a session runs on any idle worker, else on the first that frees.
+//! 4. A session's call runs on its home worker when that is idle. When it is busy or starting,
+//!    a session that holds state there (strict, or refs/contexts) waits for it, whatever the
+//!    call's affinity says (`StrictFailFast` refuses instead when the worker is ready and busy).
+//!    Only a stateless session whose call is `Hint` may run elsewhere: on an idle worker now, or
+//!    on the first worker that frees. It moves with its call when its own worker is busy; while
+//!    its own worker is still starting, the call only borrows another one and the session stays
+//!    placed where it is, so sessions placed before the pool is ready stay spread.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::call::Affinity;
+use crate::identity::{LossReason, SlotGen};
 
-use crate::pool::Affinity;
-use crate::worker::{Job, WorkerLink};
+use super::sessions::Binding;
+use super::slots::{any_idle, place_session, Slot, SlotStatus};
 
-/// Where a session's calls go when its worker is idle (see the module docs).
-#[derive(Debug, Default)]
-pub(crate) struct SessionRoute {
-    to: Mutex<Option<Route>>,
-    /// Calls of the session on their way through the pool (live tickets).
-    through_pool: AtomicUsize,
+/// What routing needs to know of a call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    /// The call belongs to a session.
+    pub(crate) in_session: bool,
+    /// The worker holding the refs the call carries.
+    pub(crate) pin: Option<SlotGen>,
+    /// The call's affinity: its override, else the pool's.
+    pub(crate) affinity: Affinity,
+    /// The call leaves state of its session on its worker (a context push).
+    pub(crate) keeps_state: bool,
 }
 
-#[derive(Debug)]
-struct Route {
-    slot: usize,
-    generation: u64,
-    link: Arc<WorkerLink>,
+/// Where the call goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Route {
+    /// Write it to this idle slot's worker now.
+    Run(usize),
+    /// Queue it for this slot's worker (busy or starting).
+    Wait(usize),
+    /// Queue it for whichever worker frees first.
+    WaitAny,
+    /// Answer it with an error; it never runs.
+    Refuse(Refusal),
 }
 
-/// Held by a session's call while it goes through the pool; dropped with the job once the pool
-/// wrote it to a worker or answered it.
-#[derive(Debug)]
-pub(crate) struct RouteTicket(Arc<SessionRoute>);
-
-impl RouteTicket {
-    pub(crate) fn route(&self) -> &Arc<SessionRoute> {
-        &self.0
-    }
+/// Why a call is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Refusal {
+    /// The session's state, or the refs the call carries, lived on `worker`, which is gone.
+    Lost { worker: SlotGen, reason: LossReason },
+    /// `StrictFailFast`: the session's worker is running another call.
+    Busy(SlotGen),
+    /// A ref names a worker this pool never had.
+    UnknownWorker(SlotGen),
+    /// No slot can ever take the call (every worker stopped for good).
+    NoWorker,
 }
 
-impl Drop for RouteTicket {
-    fn drop(&mut self) {
-        self.0.through_pool.fetch_sub(1, Ordering::SeqCst);
-    }
+/// How the call changes its session's binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// Leave it as it is.
+    Keep,
+    /// Bind the session to this slot's worker: a new session placed, or a stateless one moved.
+    To(usize),
 }
 
-impl SessionRoute {
-    /// A ticket for a call of this session that goes through the pool.
-    pub(crate) fn ticket(self: &Arc<Self>) -> RouteTicket {
-        self.through_pool.fetch_add(1, Ordering::SeqCst);
-        RouteTicket(self.clone())
-    }
+/// A routing decision.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    pub(crate) route: Route,
+    pub(crate) bind: Bind,
+}
 
-    /// The session is bound to `(slot, generation)`, reached through `link`.
-    pub(crate) fn set(&self, slot: usize, generation: u64, link: &Arc<WorkerLink>) {
-        let mut to = self.to.lock().unwrap_or_else(|e| e.into_inner());
-        if to
-            .as_ref()
-            .is_none_or(|r| (r.slot, r.generation) != (slot, generation))
-        {
-            *to = Some(Route {
-                slot,
-                generation,
-                link: link.clone(),
-            });
+impl Decision {
+    fn keep(route: Route) -> Self {
+        Decision {
+            route,
+            bind: Bind::Keep,
         }
     }
+}
 
-    /// Forgets the route: the next call goes through the pool.
-    pub(crate) fn clear(&self) {
-        *self.to.lock().unwrap_or_else(|e| e.into_inner()) = None;
+/// Routes `call`, whose session (if any) has `binding`, in a pool whose sessions have `pool`
+/// affinity. See the module docs for the rules.
+pub(crate) fn route(
+    slots: &[Slot],
+    pool: Affinity,
+    binding: Option<&Binding>,
+    call: &Call,
+) -> Decision {
+    // 1. Lost state is reported until the caller acknowledges it (`Session::reset`).
+    if let Some(Binding::Lost { worker, reason }) = binding {
+        return Decision::keep(Route::Refuse(Refusal::Lost {
+            worker: *worker,
+            reason: reason.clone(),
+        }));
     }
-
-    /// Whether no call of the session is on its way through the pool.
-    fn nothing_through_pool(&self) -> bool {
-        self.through_pool.load(Ordering::SeqCst) == 0
-    }
-
-    /// Writes `job` straight to the session's worker if it is idle and the pool allows it; if
-    /// the worker is busy, `job` waits there when `wait` names its affinity
-    /// ([`WorkerLink::run_direct`]).
-    ///
-    /// # Errors
-    ///
-    /// Gives the job back when there is no route, an earlier call of the session is still on its
-    /// way through the pool, the job is pinned to another worker, or the link refuses it: the job
-    /// then goes through the pool.
-    pub(crate) fn try_direct(&self, job: Job, wait: Option<Affinity>) -> Result<(), Job> {
-        if !self.nothing_through_pool() {
-            return Err(job);
-        }
-        // The route's lock is never taken under a link's lock, so holding it here is safe.
-        let to = self.to.lock().unwrap_or_else(|e| e.into_inner());
-        match to.as_ref() {
-            Some(r) if job.pin.is_none_or(|pin| pin == (r.slot, r.generation)) => {
-                r.link.run_direct(job, wait)
+    // 2. Refs live on one worker: the call runs there or nowhere.
+    if let Some(pin) = call.pin {
+        let slot = slots.get(pin.slot);
+        let route = match slot {
+            Some(s) if s.generation == pin.generation && s.is_live() => {
+                at_home(slots, pin.slot, call.affinity)
             }
-            _ => Err(job),
-        }
+            Some(s) => Route::Refuse(match s.loss_of(pin.generation) {
+                Some(reason) => Refusal::Lost {
+                    worker: pin,
+                    reason,
+                },
+                None => Refusal::UnknownWorker(pin),
+            }),
+            None => Route::Refuse(Refusal::UnknownWorker(pin)),
+        };
+        return Decision::keep(route);
+    }
+    // 3. Outside a session: anywhere.
+    if !call.in_session {
+        return Decision::keep(match any_idle(slots) {
+            Some(slot) => Route::Run(slot),
+            None if slots.iter().any(Slot::is_live) => Route::WaitAny,
+            None => Route::Refuse(Refusal::NoWorker),
+        });
+    }
+    // 4. A session: its home, or a new one.
+    let (home, stateful, bind) = match binding {
+        Some(Binding::Bound { home, stateful, .. }) => (home.slot, *stateful, Bind::Keep),
+        _ => match place_session(slots) {
+            Some(slot) => (slot, pool.is_strict(), Bind::To(slot)),
+            None => return Decision::keep(Route::Refuse(Refusal::NoWorker)),
+        },
+    };
+    let stateful = stateful || call.keeps_state;
+    if stateful || call.affinity.is_strict() || slots[home].is_idle() {
+        return Decision {
+            route: at_home(slots, home, call.affinity),
+            bind,
+        };
+    }
+    // A stateless session whose call may run anywhere, and whose worker is not free: it moves
+    // with the call if its worker is up (and busy), and stays placed while it is starting.
+    let moves = slots[home].status == SlotStatus::Ready;
+    match any_idle(slots) {
+        Some(other) => Decision {
+            route: Route::Run(other),
+            bind: if moves { Bind::To(other) } else { bind },
+        },
+        None => Decision {
+            route: Route::WaitAny,
+            bind,
+        },
+    }
+}
+
+/// A call that may run only on `slot`: now if it is idle, else it waits (or, `StrictFailFast`,
+/// is refused when the worker is ready and running another call).
+fn at_home(slots: &[Slot], slot: usize, affinity: Affinity) -> Route {
+    let s = &slots[slot];
+    if s.is_idle() {
+        Route::Run(slot)
+    } else if affinity == Affinity::StrictFailFast && s.is_ready() {
+        Route::Refuse(Refusal::Busy(s.at(slot)))
+    } else {
+        Route::Wait(slot)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_with_a_call_on_its_way_through_the_pool_does_not_go_direct() {
-        let route = Arc::new(SessionRoute::default());
-        assert!(route.nothing_through_pool());
-        let first = route.ticket();
-        let second = route.ticket();
-        drop(first);
-        assert!(!route.nothing_through_pool(), "one call still on its way");
-        drop(second);
-        assert!(route.nothing_through_pool());
-    }
-}
+mod tests;

@@ -1,10 +1,9 @@
-use ractor::{ActorId, ActorRef};
-
-use crate::error::LossReason;
+//! The pool's slots: one worker position each, with the state routing reads.
 
 use std::sync::Arc;
 
-use crate::worker::{WorkerLink, WorkerMsg};
+use crate::identity::{ExitStatus, LossReason, SlotGen};
+use crate::worker::WorkerLink;
 
 /// How many past generations' loss reasons a slot remembers.
 const MAX_LOSSES: usize = 16;
@@ -27,14 +26,16 @@ pub(crate) enum SlotStatus {
 pub(crate) struct Slot {
     pub(crate) generation: u64,
     pub(crate) status: SlotStatus,
-    pub(crate) worker: Option<ActorRef<WorkerMsg>>,
-    pub(crate) actor: Option<ActorId>,
+    /// The scheduler chose a call for this worker and has not heard its reply.
+    pub(crate) busy: bool,
+    /// The worker's link refused a call: it is closed, and the worker's loss is on its way.
+    pub(crate) closing: bool,
     /// The ready worker's call path (set by its handshake).
     pub(crate) link: Option<Arc<WorkerLink>>,
     pub(crate) pid: Option<u32>,
     pub(crate) python: Option<String>,
     pub(crate) forked: bool,
-    pub(crate) busy: bool,
+    /// Sessions bound to this slot's worker.
     pub(crate) sessions: usize,
     /// Why recent generations of this slot ended (newest last, a bounded history).
     losses: Vec<(u64, LossReason)>,
@@ -45,16 +46,20 @@ impl Slot {
         Slot {
             generation: 0,
             status: SlotStatus::Starting,
-            worker: None,
-            actor: None,
+            busy: false,
+            closing: false,
             link: None,
             pid: None,
             python: None,
             forked: false,
-            busy: false,
             sessions: 0,
             losses: Vec::new(),
         }
+    }
+
+    /// This slot's current worker.
+    pub(crate) fn at(&self, slot: usize) -> SlotGen {
+        SlotGen::new(slot, self.generation)
     }
 
     pub(crate) fn record_loss(&mut self, generation: u64, reason: LossReason) {
@@ -64,29 +69,44 @@ impl Slot {
         self.losses.push((generation, reason));
     }
 
-    /// Why `generation` of this slot ended; `None` for a generation that never ended or is too old
-    /// to be remembered (then it is reported as ended for an unknown reason).
+    /// Why `generation` of this slot ended; `None` for a generation that never existed (then
+    /// it is unknown). A generation too old to be remembered ended for an unknown reason.
     pub(crate) fn loss_of(&self, generation: u64) -> Option<LossReason> {
-        if generation >= self.generation {
+        if generation > self.generation {
+            return None;
+        }
+        if generation == self.generation {
             return (!self.is_live()).then_some(LossReason::PoolStopped);
         }
-        Some(self.losses.iter().find(|(g, _)| *g == generation).map_or(
-            LossReason::WorkerExited(crate::worker::ExitStatus::Unknown),
-            |(_, r)| r.clone(),
-        ))
+        Some(
+            self.losses
+                .iter()
+                .find(|(g, _)| *g == generation)
+                .map_or(LossReason::WorkerExited(ExitStatus::Unknown), |(_, r)| {
+                    r.clone()
+                }),
+        )
     }
 
+    /// Handshake done and its link open: a call may be written to it.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.status == SlotStatus::Ready && !self.closing
+    }
+
+    /// Ready and running nothing.
     pub(crate) fn is_idle(&self) -> bool {
-        self.status == SlotStatus::Ready && !self.busy
+        self.is_ready() && !self.busy
     }
 
+    /// Supervised: it has a worker, or will have one.
     pub(crate) fn is_live(&self) -> bool {
         self.status != SlotStatus::Stopped
     }
 }
 
 /// Where a new session goes: fewest bound sessions, then idle first, then lowest slot. Slots that
-/// are restarting come after slots that are up or starting; stopped slots are never chosen.
+/// are restarting come after slots that are up or starting; stopped slots are never chosen. So
+/// sessions created back to back land on different workers, even before any worker is ready.
 pub(crate) fn place_session(slots: &[Slot]) -> Option<usize> {
     slots
         .iter()
@@ -114,17 +134,18 @@ pub(crate) fn any_idle(slots: &[Slot]) -> Option<usize> {
 }
 
 #[cfg(test)]
+pub(crate) fn slot(status: SlotStatus, busy: bool, sessions: usize) -> Slot {
+    Slot {
+        status,
+        busy,
+        sessions,
+        ..Slot::new()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    fn slot(status: SlotStatus, busy: bool, sessions: usize) -> Slot {
-        Slot {
-            status,
-            busy,
-            sessions,
-            ..Slot::new()
-        }
-    }
 
     #[test]
     fn sessions_created_back_to_back_spread_over_starting_workers() {
@@ -160,12 +181,25 @@ mod tests {
     }
 
     #[test]
-    fn any_idle_skips_busy_and_starting_workers() {
+    fn any_idle_skips_busy_starting_and_closing_workers() {
+        let mut closing = slot(SlotStatus::Ready, false, 0);
+        closing.closing = true;
         let slots = vec![
             slot(SlotStatus::Ready, true, 0),
             slot(SlotStatus::Starting, false, 0),
+            closing,
             slot(SlotStatus::Ready, false, 3),
         ];
-        assert_eq!(any_idle(&slots), Some(2));
+        assert_eq!(any_idle(&slots), Some(3));
+    }
+
+    #[test]
+    fn a_slot_remembers_why_its_past_generations_ended() {
+        let mut s = slot(SlotStatus::Ready, false, 0);
+        s.record_loss(0, LossReason::HeartbeatTimeout);
+        s.generation = 1;
+        assert_eq!(s.loss_of(0), Some(LossReason::HeartbeatTimeout));
+        assert_eq!(s.loss_of(1), None, "the current generation lives");
+        assert_eq!(s.loss_of(7), None, "a generation that never existed");
     }
 }

@@ -8,8 +8,7 @@ pub struct PoolStats {
     pub status: PoolStatus,
     /// One entry per slot.
     pub workers: Vec<WorkerStats>,
-    /// Calls waiting for a worker: in the pool's queue or in a worker's wait list
-    /// (docs/architecture.md, "Message flow of a call").
+    /// Calls waiting for a worker in the pool's queue.
     pub queued: usize,
     /// Known sessions (bound or lost).
     pub sessions: usize,
@@ -17,14 +16,12 @@ pub struct PoolStats {
     pub restarts: u64,
     /// Calls refused because the queue was full.
     pub saturated: u64,
-    /// Calls dropped from the queue or a wait list by the queue timeout.
+    /// Calls dropped from the queue by the queue timeout.
     pub queue_timeouts: u64,
     /// OS pid of the pool's template process while it is ready (`LaunchMode::Template`).
     pub template_pid: Option<u32>,
-    /// Session calls written straight to their idle worker or put in its wait list by their
-    /// caller, without a message to the pool actor (docs/architecture.md, "Message flow of a
-    /// call").
-    pub direct_calls: u64,
+    /// Calls written to the pool's workers since it started.
+    pub calls: u64,
 }
 
 /// One slot of a pool.
@@ -70,10 +67,13 @@ pub enum PoolStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Placement {
-    /// The worker holding the session (pool, slot, generation).
+    /// The worker the session's calls go to (pool, slot, generation).
     pub worker: crate::WorkerId,
     /// Its OS pid, once it has started.
     pub pid: Option<u32>,
+    /// The session's state lives on that worker (a strict session, or a hint session with refs
+    /// or contexts there): its calls never run elsewhere, and it is lost with the worker.
+    pub holds_state: bool,
     /// Why the worker is gone, if the session lost it.
     pub lost: Option<crate::LossReason>,
 }

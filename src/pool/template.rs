@@ -7,11 +7,10 @@ use std::sync::Arc;
 use ractor::{Actor, ActorId, ActorRef};
 
 use super::{PoolMsg, PoolState};
-use crate::error::LossReason;
-use crate::runtime::Event;
+use crate::event::Event;
+use crate::identity::{LossReason, WorkerFailure};
 use crate::supervisor::{ChildExit, Decision};
-use crate::template::{Template, TemplateArgs, TemplateLink, TemplateMsg};
-use crate::worker::WorkerFailure;
+use crate::template::{Template, TemplateArgs, TemplateLink, TemplateMsg, TemplateReady};
 
 /// The pool's template process: its actor, its generation, and the link its workers fork through.
 pub(super) struct TemplateSlot {
@@ -42,7 +41,7 @@ impl TemplateSlot {
 impl PoolState {
     /// The template's index in the pool's supervisor.
     fn template_child(&self) -> usize {
-        self.slots.len()
+        self.workers.len()
     }
 
     pub(super) fn is_template(&self, id: ActorId) -> bool {
@@ -56,7 +55,7 @@ impl PoolState {
                 return;
             }
         }
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.workers.len() {
             self.start_worker(myself, slot).await;
         }
     }
@@ -69,8 +68,8 @@ impl PoolState {
             pool: self.name.clone(),
             generation: t.generation,
             preload: t.preload.clone(),
-            spec: self.spec.clone(),
-            parent: myself.clone(),
+            launch: self.spec.launch.clone(),
+            parent: myself.get_derived(),
         };
         match Actor::spawn_linked(None, Template, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -79,12 +78,9 @@ impl PoolState {
                 t.actor = Some(actor);
             }
             Err(e) => {
-                let failure = WorkerFailure {
-                    reason: LossReason::ActorFailed(format!("cannot start the template: {e}")),
-                    stderr_tail: Vec::new(),
-                    fatal: false,
-                };
-                self.on_template_exit(myself, failure).await;
+                let reason = LossReason::ActorFailed(format!("cannot start the template: {e}"));
+                self.on_template_exit(myself, WorkerFailure::new(reason))
+                    .await;
             }
         }
     }
@@ -92,11 +88,11 @@ impl PoolState {
     pub(super) async fn on_template_ready(
         &mut self,
         myself: &ActorRef<PoolMsg>,
-        generation: u64,
-        pid: u32,
+        ready: TemplateReady,
     ) {
+        let TemplateReady { generation, pid } = ready;
         let child = self.template_child();
-        let accepting = self.accepting_workers();
+        let accepting = self.scheduler.lock().accepts_workers();
         let Some(t) = self.template.as_mut() else {
             return;
         };
@@ -105,6 +101,7 @@ impl PoolState {
         }
         t.pid = Some(pid);
         t.link.set(t.actor.clone());
+        self.scheduler.lock().set_template_pid(Some(pid));
         self.supervisor.child_healthy(child);
         self.events.emit(Event::TemplateReady {
             pool: self.name.to_string(),
@@ -128,7 +125,8 @@ impl PoolState {
         t.actor = None;
         t.actor_id = None;
         let pid = t.pid.take();
-        if !self.accepting_workers() {
+        self.scheduler.lock().set_template_pid(None);
+        if !self.scheduler.lock().accepts_workers() {
             self.maybe_stopped(myself);
             return;
         }
@@ -151,7 +149,7 @@ impl PoolState {
             Decision::Restart { after } => {
                 let t = self.template.as_mut().expect("checked above");
                 t.generation += 1;
-                self.restarts += 1;
+                self.scheduler.lock().count_restart();
                 let generation = t.generation;
                 myself.send_after(after, move || PoolMsg::RestartTemplate { generation });
             }
@@ -178,7 +176,7 @@ impl PoolState {
             .template
             .as_ref()
             .map(|t| (t.generation, t.actor.is_none()));
-        if current == Some((generation, true)) && self.accepting_workers() {
+        if current == Some((generation, true)) && self.scheduler.lock().accepts_workers() {
             self.start_template(myself).await;
         }
     }

@@ -4,8 +4,10 @@ use ractor::{ActorRef, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{CallOptions, Event, Runtime, Session};
+use super::{Runtime, Session};
+use crate::call::CallOptions;
 use crate::error::Error;
+use crate::event::Event;
 use crate::protocol::{op, CallBody};
 
 /// The outcome of a call made with [`Session::call_to`], delivered to an actor.
@@ -33,8 +35,8 @@ impl Session {
     /// # Errors
     ///
     /// [`Error::Encode`], [`Error::FrameTooLarge`], [`Error::RefSessionMismatch`],
-    /// [`Error::InvalidRef`], [`Error::ShuttingDown`] — everything that is known before sending.
-    /// Every other error arrives in [`Delivered::result`]. Calls reach the pool in the order
+    /// [`Error::InvalidRef`] — everything that is known before sending. Every other error
+    /// ([`Error::ShuttingDown`] included) arrives in [`Delivered::result`]. Calls reach the pool in the order
     /// `call_to` is called.
     ///
     /// # Examples
@@ -71,14 +73,13 @@ impl Session {
             session: Some(&session),
         };
         let encoded = pool.encode(Some(&session), op::CALL, &body)?;
-        // Handed to the pool now: calls reach the pool in the order `call_to` is called.
-        let route = Some(&self.inner.route);
-        let pending = pool.start(Some(&session), route, CallOptions::default(), encoded)?;
+        // Submitted now: calls reach the pool in the order `call_to` is called.
+        let pending = pool.start(Some(&session), CallOptions::default(), encoded, false);
         let request = pool.next_request();
         let actor = actor.clone();
         let keep = self.clone(); // the session stays alive until the outcome is delivered
         tokio::spawn(async move {
-            let result = pending.finish().await;
+            let result = pending.finish(&pool).await;
             let _ = actor.cast(wrap(Delivered {
                 session: session.to_string(),
                 request,

@@ -1,83 +1,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
 
-use super::client::PoolClient;
+use crate::call::CallOptions;
 use crate::error::Error;
-use crate::pool::SessionRoute;
-use crate::pool::{Affinity, Placement, PoolMsg};
+use crate::pool::{Placement, PoolClient};
 use crate::protocol::{
     op, CallBody, ContextBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody, StreamNextBody,
     StreamPage, Target,
 };
 use crate::value::{from_value, Ref, StreamRef, Value};
-
-/// Per-call settings that override the pool's defaults.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use pyvisor::{Affinity, CallOptions};
-///
-/// let opts = CallOptions::new().timeout(Duration::from_secs(2)).affinity(Affinity::StrictFailFast);
-/// assert_eq!(opts.timeout, Some(Duration::from_secs(2)));
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CallOptions {
-    /// Deadline of the call, queueing included (the pool's `call_timeout` when `None`).
-    pub timeout: Option<Duration>,
-    /// Affinity of this call (the pool's when `None`).
-    pub affinity: Option<Affinity>,
-}
-
-impl CallOptions {
-    /// No overrides.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(pyvisor::CallOptions::new(), Default::default());
-    /// ```
-    pub fn new() -> Self {
-        CallOptions::default()
-    }
-
-    /// Sets the deadline.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let o = pyvisor::CallOptions::new().timeout(std::time::Duration::from_millis(5));
-    /// assert!(o.timeout.is_some());
-    /// ```
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Sets the affinity.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let o = pyvisor::CallOptions::new().affinity(pyvisor::Affinity::StrictQueue);
-    /// assert!(o.affinity.is_some());
-    /// ```
-    #[must_use]
-    pub fn affinity(mut self, affinity: Affinity) -> Self {
-        self.affinity = Some(affinity);
-        self
-    }
-}
 
 /// A handle on one session of one pool: its calls are routed to the worker that holds the
 /// session's state, following the pool's [`Affinity`](crate::Affinity).
@@ -105,24 +40,12 @@ pub struct Session {
 pub(crate) struct SessionInner {
     pub(crate) pool: Arc<PoolClient>,
     pub(crate) id: Arc<str>,
-    /// Where the session's calls go while its worker is idle (set by the pool).
-    pub(crate) route: Arc<SessionRoute>,
 }
 
 impl Drop for SessionInner {
+    /// The last handle is gone: the pool forgets the session and releases its state.
     fn drop(&mut self) {
-        let body = ReleaseBody {
-            session: Some(&self.id),
-            refs: None,
-        };
-        let Ok(request) = self.pool.encode(Some(&self.id), op::RELEASE, &body) else {
-            return;
-        };
-        let (reply, _) = oneshot::channel();
-        let deadline = Instant::now() + self.pool.call_timeout;
-        let mut job = self.pool.job(Some(&self.id), request, reply, deadline);
-        job.detached = true;
-        let _ = self.pool.actor.cast(PoolMsg::CloseSession(job));
+        let _ = self.pool.forget(&self.id);
     }
 }
 
@@ -163,10 +86,7 @@ impl Session {
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
-        self.inner
-            .pool
-            .request(self.key(), Some(&self.inner.route), opts, op, body)
-            .await
+        self.inner.pool.request(self.key(), opts, op, body).await
     }
 
     /// Calls `module.function(*args, **kwargs)` on the session's worker and decodes the result
@@ -454,25 +374,18 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn release(&self, target: &Ref) -> Result<bool, Error> {
-        let mut request = self.inner.pool.encode(
-            self.key(),
-            op::RELEASE,
-            &ReleaseBody {
-                session: Some(self.id()),
-                refs: Some(vec![target.id]),
-            },
-        )?;
+        let pool = &self.inner.pool;
+        let body = ReleaseBody {
+            session: Some(self.id()),
+            refs: Some(vec![target.id]),
+        };
+        let mut request = pool.encode(self.key(), op::RELEASE, &body)?;
         // The body names the ref by id only: pin the request to the ref's worker explicitly.
-        request.pin_to(&self.inner.pool, self.key(), target)?;
-        let n: u64 = self
-            .inner
-            .pool
-            .send(
-                self.key(),
-                Some(&self.inner.route),
-                CallOptions::default(),
-                request,
-            )
+        request.pin = pool
+            .encoder
+            .pin(Some(self.id()), std::slice::from_ref(target))?;
+        let n: u64 = pool
+            .send(self.key(), CallOptions::default(), request)
             .await?;
         Ok(n > 0)
     }
@@ -539,7 +452,11 @@ impl Session {
             args,
             kwargs,
         };
-        self.request::<_, Value>(CallOptions::default(), op::CONTEXT, &body)
+        let pool = &self.inner.pool;
+        let request = pool.encode(self.key(), op::CONTEXT, &body)?;
+        // The session holds state on its worker from now on: its calls never run elsewhere.
+        pool.start(self.key(), CallOptions::default(), request, true)
+            .finish::<Value>(pool)
             .await
             .map(drop)
     }
@@ -634,8 +551,9 @@ impl Session {
         })
     }
 
-    /// Where the session's state lives: its worker (slot, generation, pid), or the worker it lost.
-    /// `None` before the session's first call.
+    /// Where the session's calls go: its worker (slot, generation, pid) and whether its state
+    /// lives there, or the worker it lost. `None` before the session's first call and after a
+    /// reset.
     ///
     /// # Errors
     ///
@@ -655,21 +573,16 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn placement(&self) -> Result<Option<Placement>, Error> {
-        let gone = || Error::ShuttingDown {
-            pool: self.inner.pool.name.to_string(),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .pool
-            .actor
-            .cast(PoolMsg::Placement(self.inner.id.clone(), tx))
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.inner.pool.placement(self.id())
     }
 
     /// Forgets where the session's state lives, so that its next call starts it afresh on a
     /// worker chosen like for a new session. This is how a caller acknowledges
-    /// [`Error::SessionWorkerUnavailable`] after deciding to rebuild (rehydrate) its state.
+    /// [`Error::SessionWorkerUnavailable`] after deciding to rebuild (rehydrate) its state. If
+    /// the session's worker is still alive, the session's refs and contexts are released there
+    /// (after the calls already submitted), so a session placed afresh never finds its old
+    /// contexts around its calls; refs issued before the reset are then
+    /// [`Error::RefNotFound`].
     ///
     /// # Errors
     ///
@@ -686,14 +599,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) -> Result<(), Error> {
-        self.inner.route.clear();
-        self.inner
-            .pool
-            .actor
-            .cast(PoolMsg::ResetSession(self.inner.id.clone()))
-            .map_err(|_| Error::ShuttingDown {
-                pool: self.inner.pool.name.to_string(),
-            })
+        self.inner.pool.forget(&self.inner.id)
     }
 }
 

@@ -1,11 +1,11 @@
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::ser::{Serialize, Serializer};
 
 use super::ext::{self, Ext};
-use crate::error::WorkerId;
+use crate::identity::{SlotGen, WorkerId};
 
 /// A handle on a live Python object held by one worker process.
 ///
@@ -89,6 +89,13 @@ impl Ref {
 
     pub(crate) fn from_payload<E: de::Error>(data: &[u8]) -> Result<Ref, E> {
         let p: RefPayload = ext::decode_payload(data)?;
+        if p.session.is_some() {
+            ISSUED.with(|issued| {
+                if issued.get().is_some() {
+                    issued.set(Some(Some(SlotGen::new(p.slot, p.generation))));
+                }
+            });
+        }
         Ok(Ref {
             id: p.id,
             session: p.session,
@@ -195,6 +202,20 @@ impl<'de> Deserialize<'de> for StreamRef {
 
 thread_local! {
     static SEEN: RefCell<Option<Vec<Ref>>> = const { RefCell::new(None) };
+    /// While a reply is decoded: the worker of the last session ref decoded (see
+    /// [`capture_issued`]).
+    /// `None` when no reply is being decoded.
+    static ISSUED: Cell<Option<Option<SlotGen>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (a synchronous decode of one reply) and returns, with its outcome, the worker that
+/// issued the session refs it decoded, if any (one reply's refs all come from the worker that
+/// ran the call). The pool learns this way that a session holds state on that worker.
+pub(crate) fn capture_issued<T>(f: impl FnOnce() -> T) -> (T, Option<SlotGen>) {
+    let outer = ISSUED.with(|issued| issued.replace(Some(None)));
+    let out = f();
+    let issued = ISSUED.with(|issued| issued.replace(outer));
+    (out, issued.flatten())
 }
 
 /// Runs `f` (a synchronous serialization) and returns the refs it serialized.

@@ -1,7 +1,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
-use crate::error::WorkerId;
+use crate::identity::WorkerId;
 
 fn round_trip(v: &Value) -> Value {
     rmp_serde::from_slice(&rmp_serde::to_vec(v).unwrap()).unwrap()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator, Optional
 
 _state: dict[str, Any] = {}
 
@@ -31,6 +33,25 @@ def state_set(key: str, value: Any) -> int:
 def state_get(key: str) -> Any:
     """Reads per-process state; raises KeyError on a fresh interpreter."""
     return _state[key]
+
+
+_tag: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("pyvisor_fixtures_tag", default=None)
+
+
+@contextlib.contextmanager
+def tagged(tag: str) -> Iterator[None]:
+    """A context-manager factory for ``Session.push_context``: ``current_tag()`` is ``tag`` while
+    it is entered (the worker enters it around every later request of the session)."""
+    token = _tag.set(tag)
+    try:
+        yield
+    finally:
+        _tag.reset(token)
+
+
+def current_tag() -> Optional[str]:
+    """The tag of the ``tagged`` context the request runs in, or ``None`` outside any."""
+    return _tag.get()
 
 
 _log: list[str] = []

@@ -9,6 +9,7 @@ pub fn pool_of(e: &Event) -> &str {
     match e {
         Event::WorkerStarted { worker, .. }
         | Event::WorkerExited { worker, .. }
+        | Event::WorkerStopped { worker, .. }
         | Event::WorkerRestarted { worker, .. } => &worker.pool,
         Event::SessionWorkerUnavailable { pool, .. }
         | Event::PoolReady { pool }
@@ -46,6 +47,7 @@ pub fn label(e: &Event) -> String {
     match e {
         Event::WorkerStarted { worker, .. } => format!("WorkerStarted({worker})"),
         Event::WorkerExited { worker, .. } => format!("WorkerExited({worker})"),
+        Event::WorkerStopped { worker, .. } => format!("WorkerStopped({worker})"),
         Event::WorkerRestarted { worker, .. } => format!("WorkerRestarted({worker})"),
         Event::SessionWorkerUnavailable { session, .. } => {
             format!("SessionWorkerUnavailable({session})")

@@ -178,3 +178,63 @@ fn rand_suffix() -> u64 {
         .build_hasher()
         .finish()
 }
+
+/// A hold on worker starts, for pools that preload `pyvisor_start_hold` ([`StartHold::pool`]):
+/// while it is held, a worker that starts blocks before its handshake (it stays "starting").
+pub struct StartHold {
+    dir: PathBuf,
+    pub path: String,
+}
+
+impl StartHold {
+    /// A hold, not held yet.
+    pub fn new(name: &str) -> StartHold {
+        let dir = std::env::temp_dir().join(format!(
+            "pyvisor-hold-{}-{name}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hold").to_string_lossy().into_owned();
+        StartHold { dir, path }
+    }
+
+    /// `config` with the hold module preloaded; `slot`: only that slot's workers are held.
+    pub fn pool(&self, config: PoolConfig, slot: Option<usize>) -> PoolConfig {
+        let config = config
+            .preload("pyvisor_start_hold")
+            .env("PYVISOR_TEST_START_HOLD", self.path.clone());
+        match slot {
+            Some(slot) => config.env("PYVISOR_TEST_START_HOLD_SLOT", slot.to_string()),
+            None => config,
+        }
+    }
+
+    /// Workers that start from now on block before their handshake.
+    pub fn hold(&self) {
+        std::fs::write(&self.path, b"hold").unwrap();
+    }
+
+    /// Held workers finish their start.
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Waits until a worker is held, and returns its pid.
+    pub async fn wait_held(&self) -> u32 {
+        let marker = format!("{}.held", self.path);
+        eventually("a worker to be held at its start", || async {
+            std::fs::read_to_string(&marker)
+                .ok()
+                .and_then(|pid| pid.parse().ok())
+        })
+        .await
+    }
+}
+
+impl Drop for StartHold {
+    fn drop(&mut self) {
+        self.release();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

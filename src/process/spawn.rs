@@ -8,10 +8,10 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
+use super::ENV_DEFAULTS;
 use super::{ExitWatch, LaunchSpec, Launched};
-use crate::error::WorkerId;
+use crate::identity::WorkerId;
 use crate::protocol::PROTOCOL_VERSION;
-use crate::worker::ENV_DEFAULTS;
 
 /// A pipe: the host keeps one end, the child gets the other.
 #[derive(Debug)]

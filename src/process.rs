@@ -1,6 +1,7 @@
-//! Worker processes: how they are started (spawned, or forked by a pool's template) and what the
-//! worker actor holds of one.
+//! Python processes: how they are started (spawned, or forked by a pool's template), their
+//! process groups, and their output. Shared by the worker and the template actors, below both.
 
+mod output;
 mod pidfd;
 mod spawn;
 
@@ -14,10 +15,39 @@ use std::sync::Arc;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
 
-use crate::worker::ExitStatus;
+use crate::identity::ExitStatus;
 
+pub(crate) use output::{capture, OutputSource, StderrTail, Stream};
 pub(crate) use pidfd::PidfdChild;
 pub(crate) use spawn::{pipe_pair, python_command, spawn_worker};
+
+/// Environment defaults of every worker process; a value set in the host's environment or in the
+/// pool's `env` wins. One BLAS/OpenMP thread per worker: a pool is the unit of parallelism, and N
+/// workers each starting one thread per core oversubscribe the machine (Snakepit's "fork bomb").
+/// glibc keeps freed buffers up to 16 MiB for reuse instead of faulting fresh pages in for every
+/// large payload (`docs/decisions.md`, "Worker environment").
+///
+/// # Examples
+///
+/// ```
+/// assert!(pyvisor::worker::ENV_DEFAULTS.contains(&("OMP_NUM_THREADS", "1")));
+/// ```
+pub const ENV_DEFAULTS: &[(&str, &str)] = &[
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("NUMEXPR_NUM_THREADS", "1"),
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+    ("PYTHONUNBUFFERED", "1"),
+    ("PYTHONFAULTHANDLER", "1"),
+    (
+        "GLIBC_TUNABLES",
+        "glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864",
+    ),
+];
+
+/// How long the exit watcher waits for stderr to drain after the process exited.
+pub(crate) const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What it takes to start one worker process.
 #[derive(Debug, Clone)]
@@ -27,6 +57,10 @@ pub(crate) struct LaunchSpec {
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) preload: Vec<String>,
     pub(crate) max_frame: usize,
+    /// Longest time from process start to handshake.
+    pub(crate) startup_timeout: std::time::Duration,
+    /// stderr lines kept for crash reports.
+    pub(crate) stderr_tail: usize,
 }
 
 /// A started worker process and the host's ends of its channels, however it was started.

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::worker::ExitStatus;
+use crate::identity::ExitStatus;
 
 /// A child process of the host, watched through a pidfd (Linux 5.3+).
 ///

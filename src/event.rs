@@ -1,8 +1,11 @@
+//! The runtime's events: what happened to workers, sessions and pools, in the order each pool
+//! observed it, delivered to every subscriber without loss.
+
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::error::{LossReason, WorkerId};
+use crate::identity::{LossReason, WorkerId};
 
 /// Something that happened in a runtime, in the order the pool observed it.
 ///
@@ -17,7 +20,8 @@ pub enum Event {
         /// Its OS pid.
         pid: u32,
     },
-    /// A worker process ended or was killed.
+    /// A worker process ended or was killed while its pool was serving: a failure (a graceful
+    /// shutdown reports [`Event::WorkerStopped`] instead).
     WorkerExited {
         /// The worker that ended.
         worker: WorkerId,
@@ -35,7 +39,17 @@ pub enum Event {
         /// Its OS pid.
         pid: u32,
     },
-    /// A session's state was on a worker that is gone. Emitted once per session, at once.
+    /// A worker stopped because its pool shut down (`Runtime::shutdown`, or the host's supervisor
+    /// stopping the pool): not a failure, and no session is reported lost for it.
+    WorkerStopped {
+        /// The worker that stopped.
+        worker: WorkerId,
+        /// Its OS pid, if it had started.
+        pid: Option<u32>,
+    },
+    /// A session's state was on a worker that is gone. Emitted once per session, at once, for
+    /// every session bound to the worker (`docs/architecture.md`, "Sessions"); never for a
+    /// graceful shutdown.
     SessionWorkerUnavailable {
         /// Pool name.
         pool: String,

@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::error::WorkerId;
+use crate::identity::WorkerId;
 
 /// Lines longer than this are cut (tqdm and friends write very long `\r` lines).
 const MAX_LINE: usize = 16 * 1024;

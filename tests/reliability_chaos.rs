@@ -9,12 +9,16 @@
 //!   performance claim) — a call without an answer by then is a *lost call*;
 //! * no call of a session is answered by an interpreter that does not hold the session's state as
 //!   if it did: every session stores a per-incarnation token in Python on its first call
-//!   (`chaos_init`) and every later call checks it (`chaos_call` raises `StateLost`); a strict
-//!   session must never see `StateLost` (it gets `SessionWorkerUnavailable` instead, then resets
-//!   and rebuilds); a strict session's answers all come from one pid per incarnation;
-//! * every session bound to a killed worker gets exactly one `SessionWorkerUnavailable` event:
-//!   for strict pools, the sessions that `Session::placement` showed on the victim just before the
-//!   kill; for every pool, the sessions whose call died with the worker or that were told
+//!   (`chaos_init`) and every later call checks it (`chaos_call` raises `StateLost`); in the hint
+//!   pool, half the sessions also push a context first (`holding`), and their calls check it is
+//!   around them. A session that holds state — every strict session, and the hint sessions with a
+//!   context — must never see `StateLost` (it gets `SessionWorkerUnavailable` instead, then
+//!   resets and rebuilds), whatever affinity its calls ask for (strict sessions call with a `Hint`
+//!   override now and then, context sessions with `StrictQueue`), and its answers all come from
+//!   one pid per incarnation; stateless hint sessions may move and rebuild;
+//! * every session with state on a killed worker gets exactly one `SessionWorkerUnavailable`
+//!   event: the sessions that `Session::placement` showed holding state on the victim just before
+//!   the kill, those whose call died with the worker, those that were told
 //!   `SessionWorkerUnavailable`; and never two events for one (session, worker);
 //! * after the killer stops, every pool returns to full size and serves again (and surviving
 //!   strict sessions still hold their state); each pool's `restarts` equals the kills that hit one
@@ -185,9 +189,9 @@ struct ClientReport {
     lost: Vec<String>,
     violations: Vec<String>,
     max_overshoot: Duration,
-    /// Sessions whose call died with its worker (`WorkerExited`), on which worker, and when the
-    /// answer came.
-    exited_on: Vec<(SessionOnWorker, Instant)>,
+    /// Sessions whose call died with its worker (`WorkerExited`), on which worker, when the
+    /// answer came, and whether the session held state there.
+    exited_on: Vec<(SessionOnWorker, Instant, bool)>,
     /// Strict calls that timed out: what, the pid holding the session's state, the deadline.
     strict_timeouts: Vec<(String, u32, Instant)>,
     /// Sessions told `SessionWorkerUnavailable`, and which worker they lost.
@@ -204,6 +208,8 @@ struct ClientReport {
 /// One session as its client sees it.
 struct Tracked {
     session: Session,
+    /// It holds state on its worker: a strict session, or a hint session with a context.
+    holds_state: bool,
     incarnation: u32,
     /// The token is stored on the session's worker (its `chaos_init` returned).
     established: bool,
@@ -253,9 +259,9 @@ impl ClientReport {
         let session = t.session.id().to_string();
         match e {
             Error::SessionWorkerUnavailable { worker, .. } => {
-                if pool.affinity == Affinity::Hint {
+                if !t.holds_state {
                     self.violations.push(format!(
-                        "{what}: a hint session must be re-placed, not refused: {e}"
+                        "{what}: a stateless hint session must be re-placed, not refused: {e}"
                     ));
                 }
                 self.unavailable.push((
@@ -289,9 +295,11 @@ impl ClientReport {
                         worker.generation,
                     ),
                     Instant::now(),
+                    t.holds_state,
                 ));
-                // The session is now lost: strict calls get SessionWorkerUnavailable next, a hint
-                // session is re-placed on a fresh interpreter (and finds no token there).
+                // A session that held state there is now lost (its calls get
+                // SessionWorkerUnavailable next); a stateless hint session is re-placed on a
+                // fresh interpreter (and finds no token there).
                 true
             }
             Error::WorkerBusy { .. } => pool.affinity == Affinity::StrictFailFast,
@@ -313,8 +321,10 @@ async fn client(
     let mut report = ClientReport::default();
     let mut tracked: Vec<Tracked> = sessions
         .into_iter()
-        .map(|session| Tracked {
+        .enumerate()
+        .map(|(k, session)| Tracked {
             session,
+            holds_state: pool.affinity != Affinity::Hint || k % 2 == 1,
             incarnation: 0,
             established: false,
             pid: None,
@@ -325,9 +335,28 @@ async fn client(
         let t = &mut tracked[rng.below(SESSIONS_PER_CLIENT as u64) as usize];
         let key = t.session.id().to_string();
         let token = t.token();
+        let in_context = pool.affinity == Affinity::Hint && t.holds_state;
         if !t.established {
             let timeout = rng.ms(300, 1500);
             let opts = CallOptions::new().timeout(timeout);
+            if in_context {
+                // The context first: the session holds state from then on.
+                let what = format!("client {idx} {key} push_context");
+                let args = (&token,);
+                let push = t.session.push_context(FIXTURES, "holding", &args, &());
+                let answer = timed(Duration::from_secs(60), push).await;
+                report.record(&what, Duration::from_secs(60), &answer);
+                match answer {
+                    Some((Ok(()), _)) => {}
+                    Some((Err(e), _)) => {
+                        if !report.common_error(&what, t, pool, &e) {
+                            report.violations.push(format!("{what}: unexpected {e}"));
+                        }
+                        continue;
+                    }
+                    None => continue,
+                }
+            }
             let what = format!("client {idx} {key} chaos_init");
             let answer = timed(
                 timeout,
@@ -367,7 +396,16 @@ async fn client(
             } else {
                 ("raise", 0, rng.ms(300, 1500))
             };
-            let opts = CallOptions::new().timeout(timeout);
+            let mut opts = CallOptions::new().timeout(timeout);
+            // Per-call overrides never move a session's state: a strict session's `Hint` call
+            // still runs on its worker, a context session's `StrictQueue` call too.
+            if t.holds_state && rng.chance(20) {
+                opts = opts.affinity(if pool.affinity == Affinity::Hint {
+                    Affinity::StrictQueue
+                } else {
+                    Affinity::Hint
+                });
+            }
             let what = format!("client {idx} {key} chaos_call({action})");
             let started = Instant::now();
             let answer = timed(
@@ -376,7 +414,7 @@ async fn client(
                     opts,
                     FIXTURES,
                     "chaos_call",
-                    &(&key, &token, action, ms),
+                    &(&key, &token, action, ms, in_context),
                     &(),
                 ),
             )
@@ -396,23 +434,24 @@ async fn client(
                             "{what}: answered with token {found}, expected {token}"
                         ));
                     }
-                    if pool.affinity != Affinity::Hint && t.pid != Some(pid) {
+                    if t.holds_state && t.pid != Some(pid) {
                         report.violations.push(format!(
-                            "{what}: strict session answered by pid {pid}, its state is on {:?}",
+                            "{what}: a session with state answered by pid {pid}, its state is \
+                             on {:?}",
                             t.pid
                         ));
                     }
                 }
                 Some((Err(Error::Python(py)), _)) => match py.type_name.as_str() {
                     "ValueError" if action == "raise" => {}
-                    "StateLost" if pool.affinity == Affinity::Hint => {
-                        // Hint sessions may move or be re-placed: they rebuild.
+                    "StateLost" if !t.holds_state => {
+                        // Stateless hint sessions may move or be re-placed: they rebuild.
                         report.hint_fresh += 1;
                         t.rebuild();
                     }
                     "StateLost" => report.violations.push(format!(
-                        "{what}: a strict session was answered by an interpreter without its \
-                         state, and was never told: {}",
+                        "{what}: a session with state was answered by an interpreter without \
+                         it, and was never told: {}",
                         py.message
                     )),
                     _ => report
@@ -421,7 +460,7 @@ async fn client(
                 },
                 Some((Err(e), _)) => {
                     if let (Error::Timeout { .. }, Some(pid)) = (&e, t.pid) {
-                        if pool.affinity != Affinity::Hint {
+                        if t.holds_state {
                             report
                                 .strict_timeouts
                                 .push((what.clone(), pid, started + timeout));
@@ -555,17 +594,16 @@ impl Killer {
         out
     }
 
-    /// The strict sessions that `placement` shows on `(pool, slot, generation)`: they must each
-    /// get one `SessionWorkerUnavailable` event when that worker is killed (a strict session
-    /// bound to a live worker stays bound to it until that worker dies).
+    /// The sessions that `placement` shows holding state on `(pool, slot, generation)`: they
+    /// must each get one `SessionWorkerUnavailable` event when that worker is killed (a session
+    /// that holds state on a live worker stays bound to it until that worker dies; stateless hint
+    /// sessions move: nothing to predict).
     async fn sessions_on(&self, pool: &str, slot: usize, generation: u64) -> Vec<String> {
         let mut on = Vec::new();
-        if spec(pool).affinity == Affinity::Hint {
-            return on; // hint sessions move between workers: nothing to predict
-        }
         for s in &self.sessions[pool] {
             if let Ok(Some(p)) = s.placement().await {
-                if p.lost.is_none() && (p.worker.slot, p.worker.generation) == (slot, generation) {
+                let here = (p.worker.slot, p.worker.generation) == (slot, generation);
+                if p.lost.is_none() && p.holds_state && here {
                     on.push(s.id().to_string());
                 }
             }
@@ -869,7 +907,12 @@ async fn chaos_under_load_keeps_every_guarantee() {
     let expected: BTreeSet<&SessionOnWorker> = killed
         .expected_unavailable
         .iter()
-        .chain(exited_on.iter().map(|(k, _)| k))
+        .chain(
+            exited_on
+                .iter()
+                .filter(|(_, _, held)| *held)
+                .map(|(k, _, _)| k),
+        )
         .chain(unavailable.iter())
         .collect();
     for key in &expected {
@@ -881,7 +924,7 @@ async fn chaos_under_load_keeps_every_guarantee() {
     // A call interrupted by a kill is told at once; a strict call is never left to time out when
     // its worker died well before its deadline.
     let mut max_told_after_kill = Duration::ZERO;
-    for ((pool, _, slot, generation), answered) in &exited_on {
+    for ((pool, _, slot, generation), answered, _) in &exited_on {
         if let Some(k) = kills.get(&(pool.clone(), *slot, *generation)) {
             max_told_after_kill = max_told_after_kill.max(answered.saturating_duration_since(k.at));
         }
@@ -939,11 +982,11 @@ async fn chaos_under_load_keeps_every_guarantee() {
             ));
         }
     }
-    for t in final_sessions.iter().filter(|t| t.established) {
-        let p = spec(t.session.pool());
-        if p.affinity == Affinity::Hint {
-            continue;
-        }
+    for t in final_sessions
+        .iter()
+        .filter(|t| t.established && t.holds_state)
+    {
+        let in_context = spec(t.session.pool()).affinity == Affinity::Hint;
         let placement = t.session.placement().await.expect("placement");
         let lost = placement.as_ref().is_some_and(|pl| pl.lost.is_some());
         let answer = t
@@ -952,7 +995,7 @@ async fn chaos_under_load_keeps_every_guarantee() {
                 generous,
                 FIXTURES,
                 "chaos_call",
-                &(t.session.id(), t.token(), "short", 0),
+                &(t.session.id(), t.token(), "short", 0, in_context),
                 &(),
             )
             .await;
@@ -960,7 +1003,7 @@ async fn chaos_under_load_keeps_every_guarantee() {
             Ok((pid, _)) if !lost && Some(pid) == t.pid => kept_state += 1,
             Err(Error::SessionWorkerUnavailable { .. }) if lost => told_lost += 1,
             other => violations.push(format!(
-                "strict session {} (placement {placement:?}) after the chaos: {other:?}",
+                "session with state {} (placement {placement:?}) after the chaos: {other:?}",
                 t.session.id()
             )),
         }
@@ -985,7 +1028,7 @@ async fn chaos_under_load_keeps_every_guarantee() {
         "chaos summary: secs={secs} seed={seed} calls={calls} ok={} errors={errors:?} \
          kills={} (double={}, hunted-while-starting={starting}, exited-before-handshake={exited_before_handshake}, \
          hunts-missed={}) restarts={} swu_events={} rebuilt_strict_sessions={rebuilt} \
-         hint_fresh={hint_fresh} strict_sessions_kept_state={kept_state} strict_sessions_told_lost={told_lost} lost_calls={} \
+         hint_fresh={hint_fresh} stateful_sessions_kept_state={kept_state} stateful_sessions_told_lost={told_lost} lost_calls={} \
          max_overshoot={max_overshoot:?} max_told_after_kill={max_told_after_kill:?} pids={} violations={}",
         outcomes.get("ok").copied().unwrap_or(0),
         killed.kills.len(),

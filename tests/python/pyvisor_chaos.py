@@ -2,7 +2,9 @@
 
 * Session state: ``chaos_init`` stores a per-session token, ``chaos_call`` checks it on every later
   call before doing its work, and raises ``StateLost`` when the token is not there — the proof that
-  a call was answered by an interpreter that does not hold the session's state.
+  a call was answered by an interpreter that does not hold the session's state. A session that
+  holds a context (``holding(token)``, pushed with ``Session::push_context``) also has its call
+  check that the context is around it.
 * Orphans: every process these fixtures create (the worker itself at a slow import, forked
   ``multiprocessing`` children) is recorded as a file named by its pid in ``$PYVISOR_ORPHAN_DIR``,
   so that the test can check every one of them by pid after the host is killed.
@@ -18,13 +20,16 @@ Environment (set per pool with ``PoolConfig::env``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import multiprocessing
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 _tokens: Dict[str, str] = {}
 _children: List[Any] = []
+_held: "contextvars.ContextVar[str | None]" = contextvars.ContextVar("held", default=None)
 
 
 class StateLost(Exception):
@@ -56,12 +61,26 @@ def chaos_init(key: str, token: str) -> int:
     return os.getpid()
 
 
-def chaos_call(key: str, token: str, action: str, ms: int) -> list:
-    """Checks the session's token, then works: ``short`` returns at once, ``long`` sleeps ``ms``
-    milliseconds, ``raise`` raises ``ValueError``. Returns ``[pid, token]``."""
+@contextlib.contextmanager
+def holding(token: str) -> Iterator[None]:
+    """A session context (``Session::push_context``): ``chaos_call(.., in_context=True)`` checks
+    that it is around the call."""
+    reset = _held.set(token)
+    try:
+        yield
+    finally:
+        _held.reset(reset)
+
+
+def chaos_call(key: str, token: str, action: str, ms: int, in_context: bool = False) -> list:
+    """Checks the session's token (and, ``in_context``, its context), then works: ``short``
+    returns at once, ``long`` sleeps ``ms`` milliseconds, ``raise`` raises ``ValueError``.
+    Returns ``[pid, token]``."""
     found = _tokens.get(key)
     if found != token:
         raise StateLost(f"session {key}: expected token {token!r}, found {found!r} in pid {os.getpid()}")
+    if in_context and _held.get() != token:
+        raise StateLost(f"session {key}: its context {token!r} is not around the call, found {_held.get()!r}")
     if action == "long":
         time.sleep(ms / 1000.0)
     elif action == "raise":

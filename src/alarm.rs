@@ -105,15 +105,21 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    #[tokio::test(start_paused = true)]
-    async fn it_rings_once_at_the_earliest_armed_instant() {
+    /// An alarm that counts its rings.
+    fn counting(tasks: &mut JoinSet<()>) -> (Alarm, Arc<AtomicUsize>) {
         let rung = Arc::new(AtomicUsize::new(0));
-        let mut tasks = JoinSet::new();
         let count = rung.clone();
-        let alarm = Alarm::new(&mut tasks, move || {
+        let alarm = Alarm::new(tasks, move || {
             count.fetch_add(1, Ordering::SeqCst);
             true
         });
+        (alarm, rung)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_rings_once_at_the_earliest_armed_instant() {
+        let mut tasks = JoinSet::new();
+        let (alarm, rung) = counting(&mut tasks);
         let start = Instant::now();
         alarm.arm(start + Duration::from_secs(10));
         alarm.arm(start + Duration::from_secs(3));
@@ -131,13 +137,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_disarmed_alarm_does_not_ring() {
-        let rung = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
-        let count = rung.clone();
-        let alarm = Alarm::new(&mut tasks, move || {
-            count.fetch_add(1, Ordering::SeqCst);
-            true
-        });
+        let (alarm, rung) = counting(&mut tasks);
         alarm.arm(Instant::now() + Duration::from_secs(1));
         alarm.disarm();
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -77,37 +77,29 @@ pub(crate) enum PoolMsg {
     Drained,
 }
 
-impl From<WorkerReady> for PoolMsg {
-    fn from(ready: WorkerReady) -> Self {
-        PoolMsg::WorkerReady(ready)
-    }
-}
-
-impl TryFrom<PoolMsg> for WorkerReady {
-    type Error = PoolMsg;
-    fn try_from(msg: PoolMsg) -> Result<Self, PoolMsg> {
-        match msg {
-            PoolMsg::WorkerReady(ready) => Ok(ready),
-            other => Err(other),
+/// What workers and templates report to their pool, each through a narrow handle
+/// (`DerivedActorRef`) of its own message type: neither module knows `PoolMsg`.
+macro_rules! report_to_pool {
+    ($($report:ident),*) => {$(
+        impl From<$report> for PoolMsg {
+            fn from(report: $report) -> Self {
+                PoolMsg::$report(report)
+            }
         }
-    }
-}
 
-impl From<TemplateReady> for PoolMsg {
-    fn from(ready: TemplateReady) -> Self {
-        PoolMsg::TemplateReady(ready)
-    }
-}
-
-impl TryFrom<PoolMsg> for TemplateReady {
-    type Error = PoolMsg;
-    fn try_from(msg: PoolMsg) -> Result<Self, PoolMsg> {
-        match msg {
-            PoolMsg::TemplateReady(ready) => Ok(ready),
-            other => Err(other),
+        impl TryFrom<PoolMsg> for $report {
+            type Error = PoolMsg;
+            fn try_from(msg: PoolMsg) -> Result<Self, PoolMsg> {
+                match msg {
+                    PoolMsg::$report(report) => Ok(report),
+                    other => Err(other),
+                }
+            }
         }
-    }
+    )*};
 }
+
+report_to_pool!(WorkerReady, TemplateReady);
 
 /// Starts the pool `config` (linked under `supervisor` if given) and returns the caller's side
 /// of it. Its workers start in the background.

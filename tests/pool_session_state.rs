@@ -46,10 +46,12 @@ async fn waits_for_its_worker<T: Debug>(
     call
 }
 
-#[tokio::test]
-async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and_sees_its_state() {
-    let rt = runtime(vec![pool("sq").size(2).affinity(Affinity::StrictQueue)]).await;
-    let s1 = rt.session("sq", "s1").unwrap();
+/// A session of a `pool` pool stores state; while a call of it runs, a call of it with a `Hint`
+/// override waits for its busy worker (another one is idle) and runs there, seeing the state; the
+/// session never moves.
+async fn a_hint_override_waits_for_the_sessions_busy_worker(name: &str, pool_affinity: Affinity) {
+    let rt = runtime(vec![pool(name).size(2).affinity(pool_affinity)]).await;
+    let s1 = rt.session(name, "s1").unwrap();
     let pid: u32 = s1.call(F, "state_set", &("k", "v1"), &()).await.unwrap();
     let home = s1
         .placement()
@@ -58,7 +60,7 @@ async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and
         .expect("placed by its first call");
     assert_eq!(home.pid, Some(pid));
 
-    let gate = Gate::new("sq-hint");
+    let gate = Gate::new(name);
     let first = gate.spawn_call(&s1);
     gate.wait_started().await;
     let hinted = {
@@ -68,9 +70,9 @@ async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and
                 .await
         })
     };
-    let hinted = waits_for_its_worker(&rt, "sq", hinted).await;
+    let hinted = waits_for_its_worker(&rt, name, hinted).await;
     assert!(
-        stats_of(&rt, "sq").await.workers.iter().any(|w| !w.busy),
+        stats_of(&rt, name).await.workers.iter().any(|w| !w.busy),
         "another worker is idle all along"
     );
 
@@ -79,7 +81,7 @@ async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and
     assert_eq!(
         hinted.await.unwrap().unwrap(),
         "v1",
-        "the override ran at home"
+        "the override ran at home (neither elsewhere nor WorkerBusy)"
     );
     let later: String = s1.call(F, "state_get", &("k",), &()).await.unwrap();
     assert_eq!(later, "v1", "the session's state is where it was");
@@ -88,39 +90,13 @@ async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and
 }
 
 #[tokio::test]
+async fn a_hint_override_on_a_strict_queue_session_waits_for_its_busy_worker_and_sees_its_state() {
+    a_hint_override_waits_for_the_sessions_busy_worker("sq", Affinity::StrictQueue).await;
+}
+
+#[tokio::test]
 async fn a_hint_override_on_a_fail_fast_session_waits_for_its_busy_worker_instead_of_failing() {
-    let rt = runtime(vec![pool("ff").size(2).affinity(Affinity::StrictFailFast)]).await;
-    let s1 = rt.session("ff", "s1").unwrap();
-    let pid: u32 = s1.call(F, "state_set", &("k", "v1"), &()).await.unwrap();
-    let home = s1
-        .placement()
-        .await
-        .unwrap()
-        .expect("placed by its first call");
-
-    let gate = Gate::new("ff-hint");
-    let first = gate.spawn_call(&s1);
-    gate.wait_started().await;
-    let hinted = {
-        let s1 = s1.clone();
-        tokio::spawn(async move {
-            s1.call_with::<String>(hint(), F, "state_get", &("k",), &())
-                .await
-        })
-    };
-    let hinted = waits_for_its_worker(&rt, "ff", hinted).await;
-
-    gate.open();
-    assert_eq!(first.await.unwrap().unwrap(), pid);
-    assert_eq!(
-        hinted.await.unwrap().unwrap(),
-        "v1",
-        "the override ran at home"
-    );
-    let later: String = s1.call(F, "state_get", &("k",), &()).await.unwrap();
-    assert_eq!(later, "v1");
-    assert_eq!(s1.placement().await.unwrap(), Some(home), "it never moved");
-    rt.shutdown().await;
+    a_hint_override_waits_for_the_sessions_busy_worker("ff", Affinity::StrictFailFast).await;
 }
 
 #[tokio::test]

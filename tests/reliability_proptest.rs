@@ -323,7 +323,8 @@ impl Case<'_> {
         }
     }
 
-    /// Checks a `swap` answer against the model and records it.
+    /// Checks a `swap` answer against the model and records it (`value` is now what the session
+    /// stored on the process that answered).
     fn stored(
         &mut self,
         i: usize,
@@ -331,13 +332,12 @@ impl Case<'_> {
         got: Result<(u32, Option<u64>), Error>,
         home_only: bool,
     ) -> Result<(), TestCaseError> {
-        if let Ok((on, _)) = &got {
-            let on = *on;
-            let checked = self.check_stored(i, value, got, home_only);
+        let on = got.as_ref().ok().map(|(pid, _)| *pid);
+        let checked = self.check_stored(i, value, got, home_only);
+        if let Some(on) = on {
             self.m.stored.insert((i, on), value);
-            return checked;
         }
-        self.check_stored(i, value, got, home_only)
+        checked
     }
 
     fn check_stored(

@@ -144,6 +144,8 @@ pub(crate) struct Job {
     pub(crate) reply: ReplyTo,
     pub(crate) deadline: Instant,
     pub(crate) session: Option<Arc<str>>,
+    /// The incarnation of its session it was made in (`pool/sessions.rs`).
+    pub(crate) incarnation: u64,
     /// The worker that holds the refs this job carries: it must run there.
     pub(crate) pin: Option<SlotGen>,
     /// The caller's per-call affinity (the pool's when `None`).
@@ -177,6 +179,7 @@ impl Job {
             reply,
             deadline,
             session,
+            incarnation: 0,
             pin: None,
             affinity: None,
             keeps_state: false,

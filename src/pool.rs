@@ -42,9 +42,9 @@ use crate::supervisor::{ChildExit, Decision, ExponentialBackoff, RestartIntensit
 use crate::template::TemplateReady;
 use crate::worker::{Worker, WorkerArgs, WorkerMsg, WorkerReady, WorkerSpec};
 
-pub(crate) use client::PoolClient;
 #[cfg(feature = "fuzzing")]
 pub(crate) use client::RequestEncoder;
+pub(crate) use client::{CallSession, PoolClient};
 pub use config::PoolConfig;
 pub use launch::LaunchMode;
 pub use stats::{Placement, PoolStats, PoolStatus, WorkerStats};
@@ -390,16 +390,16 @@ impl PoolState {
             link,
         } = ready;
         let at = worker.at();
-        let assigned = {
-            let mut schedule = self.scheduler.lock();
-            schedule.attach(at, link);
-            let (current, assigned) = schedule.worker_ready(at, pid, forked, &info.python);
-            if current {
-                self.supervisor.child_healthy(at.slot);
-            }
-            assigned.and_then(|a| Scheduler::linked(&schedule, a))
-        };
-        self.scheduler.write_all(assigned.into_iter().collect());
+        let mut current = false;
+        self.scheduler.step(|schedule| {
+            let (ready, assigned) =
+                schedule.worker_ready(at, pid, forked, &info.python, Some(link));
+            current = ready;
+            assigned
+        });
+        if current {
+            self.supervisor.child_healthy(at.slot);
+        }
     }
 
     /// A worker failed while the pool serves: the supervisor decides what comes next, and the
@@ -426,27 +426,13 @@ impl PoolState {
             Decision::Restart { .. } => Next::Restart,
             _ => Next::Stop,
         };
-        let (assigned, generation, all_stopped) = {
-            let mut schedule = self.scheduler.lock();
-            let lost = schedule.worker_lost(
-                slot,
-                failure.reason.clone(),
-                failure.stderr_tail.clone(),
-                next,
-            );
-            let assigned: Vec<_> = (lost.into_iter())
-                .filter_map(|a| Scheduler::linked(&schedule, a))
-                .collect();
-            if matches!(decision, Decision::Leave) {
-                schedule.maybe_running();
-            }
-            (
-                assigned,
-                schedule.worker_id(slot).generation,
-                schedule.all_stopped(),
-            )
+        let (reason, tail) = (failure.reason.clone(), failure.stderr_tail.clone());
+        self.scheduler
+            .step(|schedule| schedule.worker_lost(slot, reason, tail, next));
+        let (generation, all_stopped) = {
+            let schedule = self.scheduler.lock();
+            (schedule.worker_id(slot).generation, schedule.all_stopped())
         };
-        self.scheduler.write_all(assigned);
         match decision {
             Decision::Restart { after } => {
                 myself.send_after(after, move || PoolMsg::Restart { slot, generation });

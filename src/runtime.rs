@@ -283,7 +283,7 @@ impl Runtime {
         if sessions.len() >= 64 && sessions.len().is_power_of_two() {
             sessions.retain(|_, s| s.strong_count() > 0);
         }
-        let inner = Arc::new(SessionInner { pool: client, id });
+        let inner = Arc::new(SessionInner::new(client, id));
         sessions.insert(key, Arc::downgrade(&inner));
         Ok(Session { inner })
     }

@@ -562,12 +562,19 @@ impl Case<'_> {
         self.stored(i, value, got, waits)
     }
 
-    /// `Session::reset`: the session starts afresh, under a new key.
-    fn reset(&mut self, i: usize) {
+    /// `Session::reset`: the session starts afresh, under a new key. Its state is released on
+    /// its worker: wait until that is done, so that the next calls find every worker idle.
+    async fn reset(&mut self, i: usize) {
         self.sessions[i].reset().unwrap();
         self.m.seen[i] = Seen::Fresh;
         self.m.epoch[i] += 1;
         self.m.stored.retain(|(s, _), _| *s != i);
+        let pool = pool_of_session(i);
+        support::eventually("the release to be done", || async {
+            let stats = support::stats_of(self.rt, pool).await;
+            (stats.queued == 0 && stats.workers.iter().all(|w| !w.busy)).then_some(())
+        })
+        .await;
     }
 
     async fn kill(&mut self, hint: bool, slot: usize) -> Result<(), TestCaseError> {
@@ -690,13 +697,13 @@ fn routing_keeps_the_session_rules_under_kills_resets_contexts_refs_and_override
                     Op::Ref(i) => c.with_ref(i).await?,
                     Op::WhileBusy(i, j, a) => c.while_busy(i, j, a).await?,
                     Op::Kill(hint, slot) => c.kill(hint, slot).await?,
-                    Op::Reset(i) => c.reset(i),
+                    Op::Reset(i) => c.reset(i).await,
                 }
             }
             // Every session still answers once reset (lost ones included), and no event is
             // pending that the model did not predict.
             for i in 0..SESSIONS {
-                c.reset(i);
+                c.reset(i).await;
                 c.call(i, None).await?;
             }
             let extra = c.events.try_recv();

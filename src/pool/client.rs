@@ -18,6 +18,7 @@ use super::{Placement, PoolConfig, PoolMsg, PoolStats};
 use crate::call::{CallOptions, Job, Reply, ReplyTo};
 use crate::error::Error;
 use crate::identity::SlotGen;
+use crate::protocol::{op, ReleaseBody};
 use crate::value::{capture_issued, collect_refs, from_value, Ref, Value};
 
 /// Encodes requests for one pool and checks the refs they carry: same session, this pool, one
@@ -106,6 +107,14 @@ impl RequestEncoder {
     }
 }
 
+/// A session as one of its calls names it: its id, and the incarnation of it the call is made in
+/// (a number drawn afresh when its handle is created or reset: `pool/sessions.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct CallSession {
+    pub(crate) id: Arc<str>,
+    pub(crate) incarnation: u64,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct PoolClient {
@@ -118,6 +127,8 @@ pub(crate) struct PoolClient {
     failure: Arc<OnceLock<Error>>,
     /// Request ids handed out by [`PoolClient::next_request`].
     requests: AtomicU64,
+    /// Session incarnations handed out by [`PoolClient::next_incarnation`].
+    incarnations: AtomicU64,
 }
 
 /// A call submitted to the pool, waiting for its reply.
@@ -126,7 +137,7 @@ pub(crate) struct Pending {
     rx: oneshot::Receiver<Result<Reply, Error>>,
     deadline: Instant,
     timeout: Duration,
-    session: Option<Arc<str>>,
+    session: Option<CallSession>,
 }
 
 impl PoolClient {
@@ -148,6 +159,7 @@ impl PoolClient {
             call_timeout: config.call_timeout,
             failure,
             requests: AtomicU64::new(0),
+            incarnations: AtomicU64::new(0),
         }
     }
 
@@ -170,7 +182,7 @@ impl PoolClient {
     /// call leaves state of its session on its worker (a context push).
     pub(crate) fn start(
         &self,
-        session: Option<&Arc<str>>,
+        session: Option<&CallSession>,
         opts: CallOptions,
         request: Encoded,
         keeps_state: bool,
@@ -183,8 +195,9 @@ impl PoolClient {
             request.body,
             ReplyTo::new(tx),
             deadline,
-            session.cloned(),
+            session.map(|s| s.id.clone()),
         );
+        job.incarnation = session.map_or(0, |s| s.incarnation);
         job.pin = request.pin;
         job.affinity = opts.affinity;
         job.keeps_state = keeps_state;
@@ -200,7 +213,7 @@ impl PoolClient {
     /// Sends an encoded request and decodes its reply as `R`.
     pub(crate) async fn send<R: DeserializeOwned + 'static>(
         &self,
-        session: Option<&Arc<str>>,
+        session: Option<&CallSession>,
         opts: CallOptions,
         request: Encoded,
     ) -> Result<R, Error> {
@@ -210,12 +223,12 @@ impl PoolClient {
     /// Encodes, sends, decodes.
     pub(crate) async fn request<B: Serialize + ?Sized, R: DeserializeOwned + 'static>(
         &self,
-        session: Option<&Arc<str>>,
+        session: Option<&CallSession>,
         opts: CallOptions,
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
-        let request = self.encode(session, op, body)?;
+        let request = self.encode(session.map(|s| &s.id), op, body)?;
         self.send(session, opts, request).await
     }
 
@@ -234,39 +247,46 @@ impl PoolClient {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// A fresh session incarnation: every handle and every reset get one, larger than any before.
+    pub(crate) fn next_incarnation(&self) -> u64 {
+        self.incarnations.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// A detached `RELEASE` of `session` (its refs and contexts), for [`PoolClient::forget`].
-    fn release_job(&self, session: &Arc<str>) -> Option<Job> {
-        let body = crate::protocol::ReleaseBody {
-            session: Some(session),
-            refs: None,
-        };
-        let request = self.encode(Some(session), crate::protocol::op::RELEASE, &body);
+    fn release_job(&self, session: &Arc<str>, body: &[u8]) -> Job {
         let (tx, _) = oneshot::channel();
         let deadline = Instant::now() + self.call_timeout;
+        let reply = ReplyTo::new(tx);
         let mut job = Job::new(
-            crate::protocol::op::RELEASE,
-            request.ok()?.body,
-            ReplyTo::new(tx),
+            op::RELEASE,
+            body.to_vec(),
+            reply,
             deadline,
             Some(session.clone()),
         );
         job.detached = true;
-        Some(job)
+        job
     }
 
-    /// Forgets where `session` lives, and releases its state on that worker if it is alive (a
-    /// dropped session, or [`Session::reset`](crate::Session::reset)).
+    /// Forgets where `session` (its `incarnation`) lives, and releases its state on the workers
+    /// holding it, if they are alive (a dropped session, or
+    /// [`Session::reset`](crate::Session::reset)).
     ///
     /// # Errors
     ///
     /// The pool's end ([`Error::ShuttingDown`] or its failure) once its actor is gone.
-    pub(crate) fn forget(&self, session: &Arc<str>) -> Result<(), Error> {
+    pub(crate) fn forget(&self, session: &Arc<str>, incarnation: u64) -> Result<(), Error> {
         self.scheduler.lock().open()?;
-        let Some(release) = self.release_job(session) else {
-            return Ok(());
+        let body = ReleaseBody {
+            session: Some(session),
+            refs: None,
         };
+        let Ok(request) = self.encode(Some(session), op::RELEASE, &body) else {
+            return Ok(()); // a session id cannot fail to encode
+        };
+        let release = || self.release_job(session, &request.body);
         self.scheduler
-            .step(|schedule| schedule.forget(session, release));
+            .step(|schedule| schedule.forget(session, incarnation, release));
         Ok(())
     }
 
@@ -341,8 +361,9 @@ impl Pending {
             message: e.to_string(),
         })?;
         if let (Some(session), Some(at)) = (&self.session, issued) {
+            let (id, incarnation) = (&session.id, session.incarnation);
             pool.scheduler
-                .step(|schedule| schedule.hold_state(session, at));
+                .step(|schedule| schedule.note_refs(id, incarnation, at));
         }
         from_value(value)
     }

@@ -86,9 +86,10 @@ impl Decision {
 }
 
 /// Routes `call`, whose session (if any) has `binding`, in a pool whose sessions have `pool`
-/// affinity. See the module docs for the rules.
+/// affinity; `bound` counts the sessions bound to each slot. See the module docs for the rules.
 pub(crate) fn route(
     slots: &[Slot],
+    bound: &[usize],
     pool: Affinity,
     binding: Option<&Binding>,
     call: &Call,
@@ -120,7 +121,7 @@ pub(crate) fn route(
     }
     // 3. Outside a session: anywhere.
     if !call.in_session {
-        return Decision::keep(match any_idle(slots) {
+        return Decision::keep(match any_idle(slots, bound) {
             Some(slot) => Route::Run(slot),
             None if slots.iter().any(Slot::is_live) => Route::WaitAny,
             None => Route::Refuse(Refusal::NoWorker),
@@ -129,7 +130,7 @@ pub(crate) fn route(
     // 4. A session: its home, or a new one.
     let (home, stateful, bind) = match binding {
         Some(Binding::Bound { home, stateful, .. }) => (home.slot, *stateful, Bind::Keep),
-        _ => match place_session(slots) {
+        _ => match place_session(slots, bound) {
             Some(slot) => (slot, pool.is_strict(), Bind::To(slot)),
             None => return Decision::keep(Route::Refuse(Refusal::NoWorker)),
         },
@@ -144,7 +145,7 @@ pub(crate) fn route(
     // A stateless session whose call may run anywhere, and whose worker is not free: it moves
     // with the call if its worker is up (and busy), and stays placed while it is starting.
     let moves = slots[home].status == SlotStatus::Ready;
-    match any_idle(slots) {
+    match any_idle(slots, bound) {
         Some(other) => Decision {
             route: Route::Run(other),
             bind: if moves { Bind::To(other) } else { bind },
@@ -153,6 +154,40 @@ pub(crate) fn route(
             route: Route::WaitAny,
             bind,
         },
+    }
+}
+
+/// What becomes of a call that waited for any worker, when worker `slot` takes it: its session
+/// may have changed since it was routed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Take {
+    /// It runs there; `place` binds its session there (it moves there, or was placed nowhere).
+    Run { place: bool },
+    /// Its session lost its state meanwhile: it is refused.
+    Refuse(Refusal),
+    /// Its session came to hold state on this worker's sibling: it waits for that one.
+    Requeue(usize),
+}
+
+/// Checks a call that waited for any worker against its session's `binding` when `slot` takes it.
+pub(crate) fn take(slots: &[Slot], binding: Option<&Binding>, slot: usize) -> Take {
+    match binding {
+        Some(Binding::Lost { worker, reason }) => Take::Refuse(Refusal::Lost {
+            worker: *worker,
+            reason: reason.clone(),
+        }),
+        Some(Binding::Bound { home, stateful, .. }) if home.slot != slot => {
+            if *stateful {
+                Take::Requeue(home.slot)
+            } else {
+                // It moves with its call, unless its own worker is still starting.
+                Take::Run {
+                    place: slots[home.slot].status == SlotStatus::Ready,
+                }
+            }
+        }
+        Some(Binding::Unplaced) => Take::Run { place: true },
+        _ => Take::Run { place: false },
     }
 }
 

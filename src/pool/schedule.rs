@@ -29,7 +29,15 @@
 //! A session's calls all go to its home while it holds state there. A stateless session may have
 //! calls running on two workers at once; they were chosen in order, and neither sees the other's
 //! state (there is none).
+//!
+//! One known edge: a call is out of the queue between its assignment and its write. If the write
+//! finds the worker's link closed (the worker died and its loss is not recorded yet), the call is
+//! routed again with its number, but a later call of its session may have run meanwhile — e.g. a
+//! context push that made the session hold state on another worker, which the returning call then
+//! waits for, behind the push. Only a stateless session's call can be in that window with a later
+//! call of its session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +51,7 @@ use crate::identity::{LossReason, SlotGen, WorkerId};
 use crate::worker::WorkerLink;
 
 use super::queue::{Queue, Queued, Target};
-use super::route::{self, Bind, Call, Refusal, Route};
+use super::route::{self, Bind, Call, Refusal, Route, Take};
 use super::sessions::{Binding, Sessions};
 use super::slots::{Slot, SlotStatus};
 use super::stats::{Placement, PoolStats, PoolStatus, WorkerStats};
@@ -58,7 +66,7 @@ pub(crate) struct Assigned {
 /// Where the pool is in its life.
 #[derive(Debug, Clone)]
 pub(crate) enum Phase {
-    /// Not every worker has been ready yet; calls wait.
+    /// Not every worker has been ready yet: calls run on the ready ones or wait for theirs.
     Starting,
     Running,
     /// Shutting down: no new calls; the calls in flight may finish.
@@ -131,7 +139,7 @@ impl Schedule {
             queue_timeout,
             phase: Phase::Starting,
             slots: (0..size).map(|_| Slot::new()).collect(),
-            sessions: Sessions::default(),
+            sessions: Sessions::new(size),
             queue: Queue::new(size, max_queue),
             next_seq: 0,
             events,
@@ -150,7 +158,7 @@ impl Schedule {
     pub(crate) fn submit(&mut self, mut job: Job) -> Option<Assigned> {
         self.next_seq += 1;
         job.seq = self.next_seq;
-        if let Err(e) = self.refusal() {
+        if let Err(e) = self.admission() {
             job.reply.send(Err(e));
             return None;
         }
@@ -165,14 +173,12 @@ impl Schedule {
             return None;
         }
         slot.busy = false;
-        if matches!(self.phase, Phase::Draining) && !self.slots.iter().any(|s| s.busy) {
-            self.drained = true;
-        }
+        self.check_drained();
         self.take_for(at.slot).map(|a| a.job)
     }
 
     /// `job`, assigned to `at`, could not be written: that worker's link is closed. No call is
-    /// written to it any more; `job` is routed again, keeping its place.
+    /// written to it any more; `job` is routed again, keeping its place (its number).
     pub(crate) fn unwritten(&mut self, at: SlotGen, job: Job) -> Option<Assigned> {
         if let Some(slot) = self.slots.get_mut(at.slot) {
             if slot.generation == at.generation {
@@ -180,26 +186,48 @@ impl Schedule {
                 slot.closing = true;
             }
         }
-        if let Err(e) = self.refusal() {
+        self.counters.calls -= 1; // counted when it was assigned: it was never written
+        self.check_drained();
+        if let Err(e) = self.admission() {
             job.reply.send(Err(e));
             return None;
         }
         self.place(job, Some(Instant::now()))
     }
 
+    /// The session whose binding routes `job`: none for a call outside any session, for an
+    /// orphan, and for a call of an earlier incarnation of its session (made before a reset),
+    /// which becomes an orphan: it runs where it can and never changes the current incarnation.
+    fn routing_session(&mut self, job: &mut Job) -> Option<Arc<str>> {
+        let session = job.session.clone().filter(|_| !job.orphan)?;
+        match self.sessions.incarnation(&session) {
+            Some(current) if current > job.incarnation => {
+                job.orphan = true;
+                return None;
+            }
+            Some(current) if current < job.incarnation => {
+                // Left behind by a handle that is gone: the newer incarnation replaces it.
+                self.sessions.remove(&session, current);
+            }
+            _ => {}
+        }
+        Some(session)
+    }
+
     /// Routes `job` and applies the decision. `since` is when a call routed again started
-    /// waiting (it was admitted already: the queue's capacity does not apply to it again). A
-    /// refused call changes nothing, not even where its session is placed.
-    fn place(&mut self, job: Job, since: Option<Instant>) -> Option<Assigned> {
-        let session = job.session.clone().filter(|_| !job.orphan);
+    /// waiting (it was admitted already: the queue's capacity does not apply to it again, nor
+    /// to a detached call: a release must not be lost to a full queue). A refused call changes
+    /// nothing, not even where its session is placed.
+    fn place(&mut self, mut job: Job, since: Option<Instant>) -> Option<Assigned> {
+        let session = self.routing_session(&mut job);
         let call = Call {
             in_session: session.is_some(),
             pin: job.pin,
             affinity: job.affinity.unwrap_or(self.affinity),
-            keeps_state: job.keeps_state,
+            keeps_state: job.keeps_state && session.is_some(),
         };
         let binding = session.as_deref().and_then(|s| self.sessions.get(s));
-        let pushes = job.keeps_state
+        let pushes = call.keeps_state
             && matches!(
                 binding,
                 Some(Binding::Bound {
@@ -207,14 +235,15 @@ impl Schedule {
                     ..
                 })
             );
-        let mut decision = route::route(&self.slots, self.affinity, binding, &call);
+        let counts = self.sessions.counts();
+        let mut decision = route::route(&self.slots, counts, self.affinity, binding, &call);
         if let Route::Refuse(refusal) = decision.route {
             let e = self.refusal_error(refusal, job.session.as_deref());
             job.reply.send(Err(e));
             return None;
         }
-        let waits = !matches!(decision.route, Route::Run(_));
-        if waits && since.is_none() && !self.has_room() {
+        let admitted = since.is_some() || job.detached;
+        if !matches!(decision.route, Route::Run(_)) && !admitted && !self.has_room() {
             self.saturated(job);
             return None;
         }
@@ -223,8 +252,8 @@ impl Schedule {
             // A context push makes a stateless session hold state: its earlier calls wait for its
             // worker from now on, and the push never overtakes them.
             match job.pin {
-                None => self.sessions.hold_state(s),
-                Some(at) => self.hold_state_at(s, at),
+                None => self.sessions.mark_stateful(s),
+                Some(at) => self.holds_state_at(s, at),
             }
             woken = self.gather(s).and_then(|home| self.take_for(home));
             if let (Some(a), Route::Run(_)) = (&woken, &decision.route) {
@@ -232,23 +261,22 @@ impl Schedule {
             }
         }
         if let (Some(s), Bind::To(slot)) = (&session, decision.bind) {
-            let stateful = self.affinity.is_strict() || job.keeps_state;
-            self.bind(s, slot, stateful);
+            let stateful = self.affinity.is_strict() || call.keeps_state || job.pin.is_some();
+            self.bind(s, job.incarnation, slot, stateful);
         }
+        let since = since.unwrap_or_else(Instant::now);
         match decision.route {
-            Route::Run(slot) => Some(self.assign(slot, job)),
-            Route::Wait(slot) => self.enqueue(Target::Slot(slot), job, since).or(woken),
-            Route::WaitAny => self.enqueue(Target::Any, job, since).or(woken),
-            Route::Refuse(_) => unreachable!("refused above"),
+            Route::Run(slot) => return Some(self.assign(slot, job)),
+            Route::Wait(slot) => self.enqueue(Target::Slot(slot), job, since),
+            Route::WaitAny => self.enqueue(Target::Any, job, since),
+            Route::Refuse(_) => unreachable!("answered above"),
         }
+        woken
     }
 
-    fn bind(&mut self, session: &Arc<str>, slot: usize, stateful: bool) {
+    fn bind(&mut self, session: &Arc<str>, incarnation: u64, slot: usize, stateful: bool) {
         let home = self.slots[slot].at(slot);
-        if let Some(old) = self.sessions.bind(session, home, stateful) {
-            self.slots[old.slot].sessions -= 1;
-        }
-        self.slots[slot].sessions += 1;
+        self.sessions.bind(session, incarnation, home, stateful);
     }
 
     /// Counts `slot`'s worker busy with `job`.
@@ -272,13 +300,11 @@ impl Schedule {
         !self.queue.is_full()
     }
 
-    fn enqueue(&mut self, target: Target, job: Job, since: Option<Instant>) -> Option<Assigned> {
-        let since = since.unwrap_or_else(Instant::now);
+    fn enqueue(&mut self, target: Target, job: Job, since: Instant) {
         if self.queue.is_empty() {
             self.arm_at = Some(since + self.queue_timeout);
         }
         self.queue.insert(target, Queued { job, since });
-        None
     }
 
     fn saturated(&mut self, job: Job) {
@@ -295,48 +321,32 @@ impl Schedule {
     }
 
     /// `slot` may have become idle: it takes the lowest-numbered call it may run, skipping calls
-    /// nobody waits for. A call that waited for any worker is checked again against its
-    /// session: if the session lost its state meanwhile, it is refused; if the session came to
-    /// hold state on another worker meanwhile (a reply with refs), it waits for that one instead;
-    /// if the session is stateless, it moves here (unless its own worker is still starting: it
-    /// stays placed there).
+    /// nobody waits for. A call that waited for any worker is checked again against its session
+    /// (`route::take`): it may have lost its state, come to hold state elsewhere, or move here.
     fn take_for(&mut self, slot: usize) -> Option<Assigned> {
         while self.slots[slot].is_idle() {
-            let (Queued { job, since }, from) = self.queue.pop_for(slot)?;
+            let (Queued { mut job, since }, from) = self.queue.pop_for(slot)?;
             if job.abandoned() {
                 continue;
             }
-            if let (Target::Any, Some(session), false) = (from, job.session.clone(), job.orphan) {
-                match self.sessions.get(&session) {
-                    Some(Binding::Lost { worker, reason }) => {
-                        let refusal = Refusal::Lost {
-                            worker: *worker,
-                            reason: reason.clone(),
-                        };
+            let session = match from {
+                Target::Any => self.routing_session(&mut job),
+                Target::Slot(_) => None,
+            };
+            if let Some(session) = session {
+                let binding = self.sessions.get(&session);
+                match route::take(&self.slots, binding, slot) {
+                    Take::Refuse(refusal) => {
                         job.reply
                             .send(Err(self.refusal_error(refusal, Some(&session))));
                         continue;
                     }
-                    Some(Binding::Bound {
-                        home,
-                        stateful: true,
-                        ..
-                    }) if home.slot != slot => {
-                        // Not idle: work conservation kept the shared FIFO empty if it were.
-                        let home = home.slot;
+                    Take::Requeue(home) => {
                         self.queue.insert(Target::Slot(home), Queued { job, since });
                         continue;
                     }
-                    Some(Binding::Bound {
-                        home,
-                        stateful: false,
-                        ..
-                    }) if home.slot != slot
-                        && self.slots[home.slot].status == SlotStatus::Ready =>
-                    {
-                        self.bind(&session, slot, false)
-                    }
-                    _ => {}
+                    Take::Run { place: true } => self.bind(&session, job.incarnation, slot, false),
+                    Take::Run { place: false } => {}
                 }
             }
             return Some(self.assign(slot, job));
@@ -344,44 +354,52 @@ impl Schedule {
         None
     }
 
-    /// A reply of `session` carried refs issued by `at`: the session holds state there. If that
-    /// makes its worker idle with a call of it waiting, that call is returned, to write now.
-    pub(crate) fn hold_state(&mut self, session: &Arc<str>, at: SlotGen) -> Option<Assigned> {
-        let before = self.sessions.get(session).cloned();
-        self.hold_state_at(session, at);
-        let after = self.sessions.get(session);
-        match (before, after) {
-            (Some(b), Some(a)) if b != *a && matches!(a, Binding::Bound { .. }) => {
-                let home = self.gather(session)?;
-                self.take_for(home)
-            }
-            _ => None,
+    /// A reply of `session` (made in its `incarnation`) carried refs issued by `at`: the session
+    /// holds state there. If that makes its worker take a call of it that waited, that call is
+    /// returned, to write now. A reply of an earlier incarnation changes nothing.
+    pub(crate) fn note_refs(
+        &mut self,
+        session: &Arc<str>,
+        incarnation: u64,
+        at: SlotGen,
+    ) -> Option<Assigned> {
+        if self.sessions.incarnation(session) != Some(incarnation) || !self.accepts_workers() {
+            return None;
         }
+        let before = self.sessions.get(session).cloned();
+        self.holds_state_at(session, at);
+        if self.sessions.get(session) == before.as_ref() {
+            return None;
+        }
+        let home = self.gather(session)?;
+        self.take_for(home)
     }
 
-    /// See [`Schedule::hold_state`]: the binding side only.
-    fn hold_state_at(&mut self, session: &Arc<str>, at: SlotGen) {
-        let Some(Binding::Bound { home, stateful, .. }) = self.sessions.get(session) else {
-            // Reset, closed or lost since: that state is not the session's any more.
-            return;
-        };
-        let (home, stateful) = (*home, *stateful);
+    /// The binding side of [`Schedule::note_refs`]: the session holds state on `at`.
+    fn holds_state_at(&mut self, session: &Arc<str>, at: SlotGen) {
         let live =
             (self.slots.get(at.slot)).is_some_and(|s| s.generation == at.generation && s.is_live());
-        if home == at {
-            self.sessions.hold_state(session);
-        } else if !stateful && live {
-            // It moved while the call that made the refs ran: its state is where the refs are.
-            self.bind(session, at.slot, true);
-        } else if live {
-            self.sessions.hold_state_also(session, at);
-        } else {
-            // The worker that issued the refs is gone already, and the session was not told (it
-            // was not bound there then): it lost state now.
-            let reason = (self.slots.get(at.slot))
-                .and_then(|s| s.loss_of(at.generation))
-                .unwrap_or(LossReason::PoolStopped);
-            self.lose(session, at, reason);
+        let incarnation = self.sessions.incarnation(session).unwrap_or_default();
+        match self.sessions.get(session) {
+            None | Some(Binding::Lost { .. }) => {}
+            Some(_) if !live => {
+                // The worker that issued the refs is gone already, and the session was not told
+                // (it was not bound there then): it lost state now.
+                let reason = (self.slots.get(at.slot))
+                    .and_then(|s| s.loss_of(at.generation))
+                    .unwrap_or(LossReason::PoolStopped);
+                self.lose(session, at, reason);
+            }
+            Some(Binding::Bound { home, .. }) if *home == at => {
+                self.sessions.mark_stateful(session)
+            }
+            // It moved (or was unplaced) while the call that made the refs ran: its state is
+            // where the refs are.
+            Some(Binding::Bound {
+                stateful: false, ..
+            })
+            | Some(Binding::Unplaced) => self.bind(session, incarnation, at.slot, true),
+            Some(Binding::Bound { .. }) => self.sessions.hold_also(session, at),
         }
     }
 
@@ -401,64 +419,114 @@ impl Schedule {
 
     /// `session` lost its state with `worker`: it is told, and its waiting calls are refused (a
     /// lost session runs nothing until it is reset).
-    fn lose(&mut self, session: &str, worker: SlotGen, reason: LossReason) {
-        if let Some(old) = self.sessions.lose(session, worker, reason.clone()) {
-            self.slots[old.slot].sessions -= 1;
-        }
+    fn lose(&mut self, session: &Arc<str>, worker: SlotGen, reason: LossReason) {
+        self.sessions.lose(session, worker, reason.clone());
         self.emit_lost(session, worker, &reason);
-        self.refuse_queued(&[session.into()]);
+        self.refuse_queued(std::slice::from_ref(session));
     }
 
     /// Answers the waiting calls of `lost` sessions with `SessionWorkerUnavailable`.
     fn refuse_queued(&mut self, lost: &[Arc<str>]) {
-        let of_lost = |j: &Job| !j.orphan && j.session.as_ref().is_some_and(|s| lost.contains(s));
+        let losses: HashMap<&str, Refusal> = (lost.iter())
+            .filter_map(|s| match self.sessions.get(s) {
+                Some(Binding::Lost { worker, reason }) => {
+                    let refusal = Refusal::Lost {
+                        worker: *worker,
+                        reason: reason.clone(),
+                    };
+                    Some((&**s, refusal))
+                }
+                _ => None,
+            })
+            .collect();
+        let of_lost =
+            |j: &Job| !j.orphan && (j.session.as_deref()).is_some_and(|s| losses.contains_key(s));
         for Queued { job, .. } in self.queue.take_where(of_lost) {
-            let Some(Binding::Lost { worker, reason }) =
-                job.session.as_deref().and_then(|s| self.sessions.get(s))
-            else {
-                continue;
-            };
-            let refusal = Refusal::Lost {
-                worker: *worker,
-                reason: reason.clone(),
-            };
-            let e = self.refusal_error(refusal, job.session.as_deref());
+            let session = job.session.as_deref().expect("taken for its session");
+            let e = self.refusal_error(losses[session].clone(), Some(session));
             job.reply.send(Err(e));
         }
     }
 
-    /// Forgets `session` (dropped, or `Session::reset`): if it holds state on a live worker,
-    /// `release` (a detached `RELEASE` of the session) is routed there, so that a session placed
-    /// afresh never finds its old contexts.
-    pub(crate) fn forget(&mut self, session: &str, mut release: Job) -> Option<Assigned> {
-        let Some(Binding::Bound { home, stateful, .. }) = self.sessions.remove(session) else {
-            return None;
+    /// Forgets `session` (its handle, of `incarnation`, was dropped or reset), unless a newer
+    /// incarnation exists. If it held state on live workers, `release` makes a detached
+    /// `RELEASE` of the session for each (its home and any other worker holding its refs), so
+    /// that a session placed afresh never finds its old contexts; they are returned if they can
+    /// run now. Its calls still waiting become orphans: they run where that incarnation's state
+    /// is (or learn that it is gone), and never touch the next incarnation.
+    pub(crate) fn forget(
+        &mut self,
+        session: &str,
+        incarnation: u64,
+        mut release: impl FnMut() -> Job,
+    ) -> Vec<Assigned> {
+        let Some(binding) = self.sessions.remove(session, incarnation) else {
+            return Vec::new();
         };
-        self.slots[home.slot].sessions -= 1;
-        if !stateful || self.refusal().is_err() {
-            return None;
+        let Binding::Bound {
+            home,
+            stateful,
+            also,
+        } = binding
+        else {
+            self.orphan_queued(session, incarnation, None);
+            return self.wake_idle();
+        };
+        self.orphan_queued(session, incarnation, stateful.then_some(home));
+        // Orphans that may run anywhere now wait for any worker: an idle one takes them.
+        let mut runnable = self.wake_idle();
+        if !stateful || self.admission().is_err() {
+            return runnable;
         }
-        // Its calls still waiting belong to this incarnation: they run where its state is (or
-        // learn that it is gone), and never place the session's next incarnation.
-        let mine = |j: &Job| j.session.as_deref() == Some(session) && !j.orphan;
+        for at in std::iter::once(home).chain(also) {
+            let mut job = release();
+            self.next_seq += 1;
+            job.seq = self.next_seq;
+            job.pin = Some(at);
+            job.orphan = true;
+            // It waits for the worker whatever the pool's affinity (never `WorkerBusy`).
+            job.affinity = Some(Affinity::StrictQueue);
+            runnable.extend(self.place(job, None));
+        }
+        runnable
+    }
+
+    /// Every idle worker takes the call it may run, if any (after calls moved between FIFOs).
+    fn wake_idle(&mut self) -> Vec<Assigned> {
+        (0..self.slots.len())
+            .filter_map(|slot| self.take_for(slot))
+            .collect()
+    }
+
+    /// Makes the waiting calls of `session`'s incarnation `incarnation` (and earlier) orphans,
+    /// pinned to `home` when that incarnation held state there.
+    fn orphan_queued(&mut self, session: &str, incarnation: u64, home: Option<SlotGen>) {
+        let mine = |j: &Job| {
+            j.session.as_deref() == Some(session) && !j.orphan && j.incarnation <= incarnation
+        };
         for mut q in self.queue.take_where(mine) {
             q.job.orphan = true;
-            let pin = *q.job.pin.get_or_insert(home);
-            self.queue.insert(Target::Slot(pin.slot), q);
+            if let Some(home) = home {
+                q.job.pin.get_or_insert(home);
+            }
+            let target = match q.job.pin {
+                Some(pin) => Target::Slot(pin.slot),
+                None => Target::Any,
+            };
+            self.queue.insert(target, q);
         }
-        self.next_seq += 1;
-        release.seq = self.next_seq;
-        release.pin = Some(home);
-        release.orphan = true;
-        // It waits for the worker whatever the pool's affinity (never `WorkerBusy`).
-        release.affinity = Some(Affinity::StrictQueue);
-        self.place(release, None)
     }
 
     /// The queue's timer rang: answers the calls that waited `queue_timeout` with
     /// `Error::QueueTimeout` (they never run) and asks to be rung for the oldest left.
     pub(crate) fn expire(&mut self, now: Instant) {
         for q in self.queue.expire(now, self.queue_timeout) {
+            if q.job.detached {
+                // A release nobody waits for never times out: put it back in its place.
+                let target = q.job.pin.map_or(Target::Any, |p| Target::Slot(p.slot));
+                self.queue.insert(target, Queued { since: now, ..q });
+                continue;
+            }
             self.counters.queue_timeouts += 1;
             q.job.reply.send(Err(Error::QueueTimeout {
                 pool: self.name.to_string(),
@@ -488,7 +556,7 @@ impl Schedule {
 
     // ----- workers -------------------------------------------------------------------------------
 
-    /// The current worker of `slot`, if any generation is current.
+    /// The worker id of `slot`'s current generation.
     pub(crate) fn worker_id(&self, slot: usize) -> WorkerId {
         WorkerId::new(self.name.as_ref(), slot, self.slots[slot].generation)
     }
@@ -497,16 +565,6 @@ impl Schedule {
     pub(crate) fn awaits_start(&self, slot: usize, generation: u64) -> bool {
         let s = &self.slots[slot];
         s.generation == generation && s.status == SlotStatus::Restarting && self.accepts_workers()
-    }
-
-    /// The call path of `at`'s worker, which finished its handshake (before
-    /// [`Schedule::worker_ready`]): the scheduler writes the calls assigned to it there.
-    pub(crate) fn attach(&mut self, at: SlotGen, link: Arc<WorkerLink>) {
-        if let Some(slot) = self.slots.get_mut(at.slot) {
-            if slot.generation == at.generation {
-                slot.link = Some(link);
-            }
-        }
     }
 
     /// A worker process was started for `slot` (its handshake is to come).
@@ -519,15 +577,17 @@ impl Schedule {
         s.closing = false;
     }
 
-    /// A worker finished its handshake: it serves from now on, starting with the oldest call
-    /// waiting for it (returned). The `bool` is `false` if the worker is stale (a newer
-    /// generation, or the pool stops), and nothing changed.
+    /// A worker finished its handshake: it serves from now on through `link` (its call path;
+    /// `None` only in tests), starting with the oldest call waiting for it (returned). The `bool`
+    /// is `false` if the worker is stale (a newer generation, or the pool stops), and nothing
+    /// changed.
     pub(crate) fn worker_ready(
         &mut self,
         at: SlotGen,
         pid: u32,
         forked: bool,
         python: &str,
+        link: Option<Arc<WorkerLink>>,
     ) -> (bool, Option<Assigned>) {
         let current = (self.slots.get(at.slot))
             .is_some_and(|s| s.generation == at.generation && s.status == SlotStatus::Starting);
@@ -536,6 +596,7 @@ impl Schedule {
         }
         let s = &mut self.slots[at.slot];
         s.status = SlotStatus::Ready;
+        s.link = link;
         s.pid = Some(pid);
         s.forked = forked;
         s.python = Some(python.to_string());
@@ -546,7 +607,6 @@ impl Schedule {
             Event::WorkerRestarted { worker, pid }
         });
         self.maybe_running();
-        self.maybe_full_strength();
         (true, self.take_for(at.slot))
     }
 
@@ -571,12 +631,16 @@ impl Schedule {
                 s.status = SlotStatus::Restarting;
                 self.counters.restarts += 1;
             }
-            _ => s.status = SlotStatus::Stopped,
+            _ => {
+                s.status = SlotStatus::Stopped;
+                // The live slots left may all be ready: a pool of fewer workers at full strength.
+                self.maybe_running();
+            }
         }
         // The calls waiting for that worker never ran: route them again, in their places.
         let mut runnable = Vec::new();
         for Queued { job, since } in self.queue.take_slot(slot) {
-            let assigned = match self.refusal() {
+            let assigned = match self.admission() {
                 Ok(()) => self.place(job, Some(since)),
                 Err(e) => {
                     job.reply.send(Err(e));
@@ -604,6 +668,7 @@ impl Schedule {
         s.busy = false;
         s.closing = false;
         s.record_loss(at.generation, reason.clone());
+        self.check_drained();
         self.events.emit(Event::WorkerExited {
             worker,
             pid,
@@ -613,11 +678,8 @@ impl Schedule {
         if tell {
             let mut lost = Vec::new();
             for told in self.sessions.worker_lost(at, &reason) {
-                if told.was_home {
-                    self.slots[slot].sessions -= 1;
-                }
                 self.emit_lost(&told.session, at, &reason);
-                if let Some(Binding::Lost { .. }) = self.sessions.get(&told.session) {
+                if told.lost {
                     lost.push(told.session);
                 }
             }
@@ -639,7 +701,16 @@ impl Schedule {
         s.link = None;
         s.busy = false;
         s.status = SlotStatus::Stopped;
+        self.check_drained();
         self.events.emit(Event::WorkerStopped { worker, pid });
+    }
+
+    /// Draining, and no call runs any more: the pool actor stops the workers now rather than
+    /// after the drain grace (read by the scheduler, [`Schedule::take_drained`]).
+    fn check_drained(&mut self) {
+        if matches!(self.phase, Phase::Draining) && !self.slots.iter().any(|s| s.busy) {
+            self.drained = true;
+        }
     }
 
     /// Every slot's worker is gone for good.
@@ -672,8 +743,8 @@ impl Schedule {
         &self.phase
     }
 
-    /// The error for calls that cannot be admitted in the current phase (`Ok` when they can).
-    fn refusal(&self) -> Result<(), Error> {
+    /// Whether calls are admitted in the current phase, or the error they get.
+    fn admission(&self) -> Result<(), Error> {
         match &self.phase {
             Phase::Starting | Phase::Running => Ok(()),
             Phase::Draining | Phase::Stopping => Err(self.shutting_down()),
@@ -728,22 +799,19 @@ impl Schedule {
         }
     }
 
-    /// Leaves `Starting` once every slot that is still supervised has completed a handshake.
-    pub(crate) fn maybe_running(&mut self) {
-        let live = || self.slots.iter().filter(|s| s.is_live());
-        if !matches!(self.phase, Phase::Starting)
-            || live().count() == 0
-            || !live().all(|s| s.status == SlotStatus::Ready)
-        {
-            return;
+    /// Leaves `Starting` once every slot that is still supervised has a ready worker, and
+    /// answers the waiters of full strength when the pool is back to it.
+    fn maybe_running(&mut self) {
+        if matches!(self.phase, Phase::Starting) && self.at_full_strength() {
+            self.phase = Phase::Running;
+            self.events.emit(Event::PoolReady {
+                pool: self.name.to_string(),
+            });
+            for waiter in self.ready_waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
         }
-        self.phase = Phase::Running;
-        self.events.emit(Event::PoolReady {
-            pool: self.name.to_string(),
-        });
-        for waiter in self.ready_waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
-        }
+        self.maybe_full_strength();
     }
 
     fn at_full_strength(&self) -> bool {
@@ -764,14 +832,14 @@ impl Schedule {
         match self.phase {
             Phase::Starting => self.ready_waiters.push(waiter),
             _ => {
-                let _ = waiter.send(self.refusal());
+                let _ = waiter.send(self.admission());
             }
         }
     }
 
     /// Answers `waiter` once every live slot has a ready worker (now, if so).
     pub(crate) fn wait_full_strength(&mut self, waiter: oneshot::Sender<Result<(), Error>>) {
-        match self.refusal() {
+        match self.admission() {
             Err(e) => {
                 let _ = waiter.send(Err(e));
             }
@@ -858,6 +926,7 @@ impl Schedule {
 
     pub(crate) fn placement(&self, session: &str) -> Option<Placement> {
         match self.sessions.get(session)? {
+            Binding::Unplaced => None,
             Binding::Bound { home, stateful, .. } => Some(Placement {
                 worker: WorkerId::new(self.name.as_ref(), home.slot, home.generation),
                 pid: self.slots[home.slot].pid,
@@ -891,7 +960,7 @@ impl Schedule {
                     pid: s.pid,
                     ready: s.status == SlotStatus::Ready,
                     busy: s.busy,
-                    sessions: s.sessions,
+                    sessions: self.sessions.counts()[slot],
                     python: s.python.clone(),
                     forked: s.forked,
                 })

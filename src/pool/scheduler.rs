@@ -79,21 +79,27 @@ impl Scheduler {
     /// Locks the schedule.
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked {
-            // A panic under the lock leaves the schedule as consistent as the step that panicked:
-            // carry on rather than poison every caller of the pool.
+            // A panic under the lock (a pyvisor bug) may leave a step half done; carrying on is
+            // still better than poisoning every caller of the pool for good.
             guard: self.schedule.lock().unwrap_or_else(|e| e.into_inner()),
             scheduler: self,
         }
     }
 
-    /// Runs one step of the schedule under the lock, then writes the call it assigned, if any.
-    pub(crate) fn step(&self, step: impl FnOnce(&mut Schedule) -> Option<Assigned>) {
-        let assigned = {
+    /// Runs one step of the schedule under the lock, then, with the lock released, writes the
+    /// calls it assigned (one, usually, or none).
+    pub(crate) fn step<A: IntoIterator<Item = Assigned>>(
+        &self,
+        step: impl FnOnce(&mut Schedule) -> A,
+    ) {
+        let writes: Vec<_> = {
             let mut schedule = self.lock();
             let assigned = step(&mut schedule);
-            assigned.and_then(|a| Self::linked(&schedule, a))
+            (assigned.into_iter())
+                .filter_map(|a| Self::linked(&mut schedule, a))
+                .collect()
         };
-        if let Some((link, job)) = assigned {
+        for (link, job) in writes {
             link.write(job);
         }
     }
@@ -103,24 +109,14 @@ impl Scheduler {
         self.step(|schedule| schedule.submit(job));
     }
 
-    /// Writes calls assigned by a lifecycle step (the lock is released).
-    pub(crate) fn write_all(&self, assigned: Vec<(Arc<WorkerLink>, Job)>) {
-        for (link, job) in assigned {
-            link.write(job);
-        }
-    }
-
-    /// The link to write an assigned call through, found under the same lock as the decision.
-    pub(crate) fn linked(schedule: &Schedule, a: Assigned) -> Option<(Arc<WorkerLink>, Job)> {
-        match schedule.link(a.at) {
-            Some(link) => Some((link, a.job)),
-            None => {
-                // Ready slots always have a link: this is a bug. Fail the call, not the pool.
-                a.job.reply.send(Err(crate::Error::Internal(format!(
-                    "a call was assigned to a worker without a link (slot {})",
-                    a.at.slot
-                ))));
-                None
+    /// The link to write an assigned call through, found under the same lock as the decision. A
+    /// ready worker always has one; if it had none, the call is treated as unwritten (routed
+    /// again, and that worker gets no more calls).
+    fn linked(schedule: &mut Schedule, mut a: Assigned) -> Option<(Arc<WorkerLink>, Job)> {
+        loop {
+            match schedule.link(a.at) {
+                Some(link) => return Some((link, a.job)),
+                None => a = schedule.unwritten(a.at, a.job)?,
             }
         }
     }
@@ -139,6 +135,6 @@ impl Dispatch for Scheduler {
     fn unwritten(&self, worker: SlotGen, job: Job) -> Option<(Arc<WorkerLink>, Job)> {
         let mut schedule = self.lock();
         let assigned = schedule.unwritten(worker, job)?;
-        Self::linked(&schedule, assigned)
+        Self::linked(&mut schedule, assigned)
     }
 }

@@ -22,7 +22,7 @@ pub(crate) enum SlotStatus {
 }
 
 /// One worker position in a pool. The generation grows with every restart.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) generation: u64,
     pub(crate) status: SlotStatus,
@@ -35,8 +35,6 @@ pub(crate) struct Slot {
     pub(crate) pid: Option<u32>,
     pub(crate) python: Option<String>,
     pub(crate) forked: bool,
-    /// Sessions bound to this slot's worker.
-    pub(crate) sessions: usize,
     /// Why recent generations of this slot ended (newest last, a bounded history).
     losses: Vec<(u64, LossReason)>,
 }
@@ -52,7 +50,6 @@ impl Slot {
             pid: None,
             python: None,
             forked: false,
-            sessions: 0,
             losses: Vec::new(),
         }
     }
@@ -104,10 +101,11 @@ impl Slot {
     }
 }
 
-/// Where a new session goes: fewest bound sessions, then idle first, then lowest slot. Slots that
-/// are restarting come after slots that are up or starting; stopped slots are never chosen. So
-/// sessions created back to back land on different workers, even before any worker is ready.
-pub(crate) fn place_session(slots: &[Slot]) -> Option<usize> {
+/// Where a new session goes, given the sessions bound to each slot (`bound`): fewest bound
+/// sessions, then idle first, then lowest slot. Slots that are restarting come after slots that
+/// are up or starting; stopped slots are never chosen. So sessions created back to back land on
+/// different workers, even before any worker is ready.
+pub(crate) fn place_session(slots: &[Slot], bound: &[usize]) -> Option<usize> {
     slots
         .iter()
         .enumerate()
@@ -115,7 +113,7 @@ pub(crate) fn place_session(slots: &[Slot]) -> Option<usize> {
         .min_by_key(|(i, s)| {
             (
                 s.status == SlotStatus::Restarting,
-                s.sessions,
+                bound[*i],
                 !s.is_idle(),
                 *i,
             )
@@ -124,21 +122,20 @@ pub(crate) fn place_session(slots: &[Slot]) -> Option<usize> {
 }
 
 /// An idle worker for a call that may run anywhere: the one holding the fewest sessions.
-pub(crate) fn any_idle(slots: &[Slot]) -> Option<usize> {
+pub(crate) fn any_idle(slots: &[Slot], bound: &[usize]) -> Option<usize> {
     slots
         .iter()
         .enumerate()
         .filter(|(_, s)| s.is_idle())
-        .min_by_key(|(i, s)| (s.sessions, *i))
+        .min_by_key(|(i, _)| (bound[*i], *i))
         .map(|(i, _)| i)
 }
 
 #[cfg(test)]
-pub(crate) fn slot(status: SlotStatus, busy: bool, sessions: usize) -> Slot {
+pub(crate) fn slot(status: SlotStatus, busy: bool) -> Slot {
     Slot {
         status,
         busy,
-        sessions,
         ..Slot::new()
     }
 }
@@ -149,53 +146,54 @@ mod tests {
 
     #[test]
     fn sessions_created_back_to_back_spread_over_starting_workers() {
-        let mut slots = vec![
-            slot(SlotStatus::Starting, false, 0),
-            slot(SlotStatus::Starting, false, 0),
+        let slots = vec![
+            slot(SlotStatus::Starting, false),
+            slot(SlotStatus::Starting, false),
         ];
-        let first = place_session(&slots).unwrap();
-        slots[first].sessions += 1;
-        let second = place_session(&slots).unwrap();
+        let mut bound = [0, 0];
+        let first = place_session(&slots, &bound).unwrap();
+        bound[first] += 1;
+        let second = place_session(&slots, &bound).unwrap();
         assert_ne!(first, second);
     }
 
     #[test]
     fn among_equally_loaded_workers_an_idle_one_wins() {
         let slots = vec![
-            slot(SlotStatus::Ready, true, 1),
-            slot(SlotStatus::Ready, false, 1),
+            slot(SlotStatus::Ready, true),
+            slot(SlotStatus::Ready, false),
         ];
-        assert_eq!(place_session(&slots), Some(1));
+        assert_eq!(place_session(&slots, &[1, 1]), Some(1));
     }
 
     #[test]
     fn restarting_and_stopped_slots_come_last_or_never() {
         let slots = vec![
-            slot(SlotStatus::Restarting, false, 0),
-            slot(SlotStatus::Ready, true, 5),
-            slot(SlotStatus::Stopped, false, 0),
+            slot(SlotStatus::Restarting, false),
+            slot(SlotStatus::Ready, true),
+            slot(SlotStatus::Stopped, false),
         ];
-        assert_eq!(place_session(&slots), Some(1));
-        let down = vec![slot(SlotStatus::Stopped, false, 0)];
-        assert_eq!(place_session(&down), None);
+        assert_eq!(place_session(&slots, &[0, 5, 0]), Some(1));
+        let down = vec![slot(SlotStatus::Stopped, false)];
+        assert_eq!(place_session(&down, &[0]), None);
     }
 
     #[test]
     fn any_idle_skips_busy_starting_and_closing_workers() {
-        let mut closing = slot(SlotStatus::Ready, false, 0);
+        let mut closing = slot(SlotStatus::Ready, false);
         closing.closing = true;
         let slots = vec![
-            slot(SlotStatus::Ready, true, 0),
-            slot(SlotStatus::Starting, false, 0),
+            slot(SlotStatus::Ready, true),
+            slot(SlotStatus::Starting, false),
             closing,
-            slot(SlotStatus::Ready, false, 3),
+            slot(SlotStatus::Ready, false),
         ];
-        assert_eq!(any_idle(&slots), Some(3));
+        assert_eq!(any_idle(&slots, &[0, 0, 0, 3]), Some(3));
     }
 
     #[test]
     fn a_slot_remembers_why_its_past_generations_ended() {
-        let mut s = slot(SlotStatus::Ready, false, 0);
+        let mut s = slot(SlotStatus::Ready, false);
         s.record_loss(0, LossReason::HeartbeatTimeout);
         s.generation = 1;
         assert_eq!(s.loss_of(0), Some(LossReason::HeartbeatTimeout));

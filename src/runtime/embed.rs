@@ -64,15 +64,15 @@ impl Session {
         M: Message,
     {
         let pool = self.inner.pool.clone();
-        let session = self.inner.id.clone();
+        let session = self.inner.call_session();
         let body = CallBody {
             module,
             function,
             args,
             kwargs,
-            session: Some(&session),
+            session: Some(&session.id),
         };
-        let encoded = pool.encode(Some(&session), op::CALL, &body)?;
+        let encoded = pool.encode(Some(&session.id), op::CALL, &body)?;
         // Submitted now: calls reach the pool in the order `call_to` is called.
         let pending = pool.start(Some(&session), CallOptions::default(), encoded, false);
         let request = pool.next_request();
@@ -81,7 +81,7 @@ impl Session {
         tokio::spawn(async move {
             let result = pending.finish(&pool).await;
             let _ = actor.cast(wrap(Delivered {
-                session: session.to_string(),
+                session: session.id.to_string(),
                 request,
                 result,
             }));

@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 use crate::call::CallOptions;
 use crate::error::Error;
-use crate::pool::{Placement, PoolClient};
+use crate::pool::{CallSession, Placement, PoolClient};
 use crate::protocol::{
     op, CallBody, ContextBody, GetAttrBody, MethodBody, ReleaseBody, SetAttrBody, StreamNextBody,
     StreamPage, Target,
@@ -40,12 +41,33 @@ pub struct Session {
 pub(crate) struct SessionInner {
     pub(crate) pool: Arc<PoolClient>,
     pub(crate) id: Arc<str>,
+    /// The session's current incarnation: drawn afresh by every reset (`pool/sessions.rs`).
+    pub(crate) incarnation: AtomicU64,
+}
+
+impl SessionInner {
+    pub(crate) fn new(pool: Arc<PoolClient>, id: Arc<str>) -> Self {
+        let incarnation = AtomicU64::new(pool.next_incarnation());
+        SessionInner {
+            pool,
+            id,
+            incarnation,
+        }
+    }
+
+    /// The session as a call made now names it.
+    pub(crate) fn call_session(&self) -> CallSession {
+        CallSession {
+            id: self.id.clone(),
+            incarnation: self.incarnation.load(Ordering::Acquire),
+        }
+    }
 }
 
 impl Drop for SessionInner {
     /// The last handle is gone: the pool forgets the session and releases its state.
     fn drop(&mut self) {
-        let _ = self.pool.forget(&self.id);
+        let _ = self.pool.forget(&self.id, *self.incarnation.get_mut());
     }
 }
 
@@ -86,7 +108,11 @@ impl Session {
         op: u8,
         body: &B,
     ) -> Result<R, Error> {
-        self.inner.pool.request(self.key(), opts, op, body).await
+        let session = self.inner.call_session();
+        self.inner
+            .pool
+            .request(Some(&session), opts, op, body)
+            .await
     }
 
     /// Calls `module.function(*args, **kwargs)` on the session's worker and decodes the result
@@ -100,7 +126,8 @@ impl Session {
     /// # Errors
     ///
     /// [`Error::Python`] when Python raises, [`Error::SessionWorkerUnavailable`] when the session's
-    /// state was lost (strict affinity, or refs of a dead worker), [`Error::Timeout`],
+    /// state was lost (a strict session, or a hint session with refs or contexts, whose worker
+    /// died; or a call with refs of a dead worker), [`Error::Timeout`],
     /// [`Error::QueueTimeout`], [`Error::PoolSaturated`], [`Error::WorkerBusy`],
     /// [`Error::WorkerExited`], [`Error::RefNotFound`], [`Error::RefSessionMismatch`],
     /// [`Error::NotAllowed`], [`Error::Decode`] when the result is not an `R`, and the other
@@ -385,7 +412,11 @@ impl Session {
             .encoder
             .pin(Some(self.id()), std::slice::from_ref(target))?;
         let n: u64 = pool
-            .send(self.key(), CallOptions::default(), request)
+            .send(
+                Some(&self.inner.call_session()),
+                CallOptions::default(),
+                request,
+            )
             .await?;
         Ok(n > 0)
     }
@@ -455,7 +486,8 @@ impl Session {
         let pool = &self.inner.pool;
         let request = pool.encode(self.key(), op::CONTEXT, &body)?;
         // The session holds state on its worker from now on: its calls never run elsewhere.
-        pool.start(self.key(), CallOptions::default(), request, true)
+        let session = self.inner.call_session();
+        pool.start(Some(&session), CallOptions::default(), request, true)
             .finish::<Value>(pool)
             .await
             .map(drop)
@@ -599,7 +631,12 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) -> Result<(), Error> {
-        self.inner.pool.forget(&self.inner.id)
+        let pool = &self.inner.pool;
+        let forgotten = self
+            .inner
+            .incarnation
+            .swap(pool.next_incarnation(), Ordering::AcqRel);
+        pool.forget(&self.inner.id, forgotten)
     }
 }
 

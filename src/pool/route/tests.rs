@@ -2,8 +2,12 @@
 
 use super::*;
 use crate::call::Affinity::{Hint, StrictFailFast, StrictQueue};
-use crate::pool::slots::slot;
-use crate::pool::slots::SlotStatus::{Ready, Restarting, Starting, Stopped};
+use crate::pool::slots::SlotStatus::{self, Ready, Restarting, Starting, Stopped};
+
+/// A slot in a given state, with `sessions` bound to it.
+fn slot(status: SlotStatus, busy: bool, sessions: usize) -> (Slot, usize) {
+    (crate::pool::slots::slot(status, busy), sessions)
+}
 
 fn at(slot: usize, generation: u64) -> SlotGen {
     SlotGen::new(slot, generation)
@@ -27,12 +31,19 @@ fn bound(slot: usize, stateful: bool) -> Binding {
 }
 
 /// Slot 0 busy, slot 1 idle.
-fn busy_and_idle() -> Vec<Slot> {
+fn busy_and_idle() -> Vec<(Slot, usize)> {
     vec![slot(Ready, true, 1), slot(Ready, false, 1)]
 }
 
-fn decide(slots: &[Slot], pool: Affinity, binding: Option<Binding>, call: Call) -> Decision {
-    route(slots, pool, binding.as_ref(), &call)
+fn decide(
+    pool_slots: &[(Slot, usize)],
+    pool: Affinity,
+    binding: Option<Binding>,
+    call: Call,
+) -> Decision {
+    let slots: Vec<Slot> = pool_slots.iter().map(|(s, _)| s.clone()).collect();
+    let bound: Vec<usize> = pool_slots.iter().map(|(_, n)| *n).collect();
+    route(&slots, &bound, pool, binding.as_ref(), &call)
 }
 
 #[test]
@@ -180,9 +191,9 @@ fn a_call_with_refs_runs_where_they_live_or_is_refused() {
         Route::Wait(1),
         "waits for the refs' worker, not the idle one"
     );
-    slots[1].generation = 1;
-    slots[1].record_loss(0, LossReason::HeartbeatTimeout);
-    slots[1].status = Restarting;
+    slots[1].0.generation = 1;
+    slots[1].0.record_loss(0, LossReason::HeartbeatTimeout);
+    slots[1].0.status = Restarting;
     let d = decide(&slots, Hint, Some(bound(0, false)), pinned(at(1, 0)));
     assert_eq!(
         d.route,

@@ -39,10 +39,17 @@ fn job(session: Option<&str>) -> (Job, Rx) {
     (job, rx)
 }
 
+/// A detached `RELEASE` of `session`, as a dropped or reset handle sends it.
+fn release(session: &str) -> Job {
+    let mut job = job(Some(session)).0;
+    job.detached = true;
+    job
+}
+
 fn start(s: &mut Schedule, slot: usize) -> Option<Assigned> {
     s.worker_starting(slot);
     let at = s.slots[slot].at(slot);
-    let (current, assigned) = s.worker_ready(at, 100 + slot as u32, false, "3.11");
+    let (current, assigned) = s.worker_ready(at, 100 + slot as u32, false, "3.11", None);
     assert!(current);
     assert!(s.slots[slot].is_ready());
     assigned
@@ -146,7 +153,7 @@ fn a_lost_worker_tells_its_sessions_once_and_routes_what_waited_for_it_again() {
     );
     assert_eq!(labels(&mut events), ["WorkerExited(p/0#0)", "Lost(held)"]);
     assert_eq!(s.slots[0].generation, 1);
-    assert_eq!(s.slots[0].sessions, 0);
+    assert_eq!(s.sessions.counts()[0], 0);
     // The lost session stays lost, whatever its calls ask for, until it is reset.
     let (mut again, mut ra) = job(Some("held"));
     again.affinity = Some(Affinity::Hint);
@@ -155,9 +162,8 @@ fn a_lost_worker_tells_its_sessions_once_and_routes_what_waited_for_it_again() {
         error_of(&mut ra),
         Some(Error::SessionWorkerUnavailable { .. })
     ));
-    let (release, _) = job(Some("held"));
     assert!(
-        s.forget("held", release).is_none(),
+        s.forget("held", 0, || release("held")).is_empty(),
         "nothing to release on a dead worker"
     );
     let (fresh, _rfresh) = job(Some("held"));
@@ -176,7 +182,7 @@ fn hint_sessions_placed_while_the_pool_starts_stay_spread_when_their_calls_borro
         rxs.push(rx);
         assert!(s.submit(j).is_none());
     }
-    assert_eq!((s.slots[0].sessions, s.slots[1].sessions), (3, 3));
+    assert_eq!((s.sessions.counts()[0], s.sessions.counts()[1]), (3, 3));
     // The first worker ready runs every call, in order, while slot 1 still starts...
     let first = start(&mut s, 0).expect("the oldest call");
     let mut ran = vec![first.job.seq];
@@ -185,7 +191,7 @@ fn hint_sessions_placed_while_the_pool_starts_stay_spread_when_their_calls_borro
     }
     assert_eq!(ran, [1, 2, 3, 4, 5, 6]);
     // ...and the sessions stay where they were placed.
-    assert_eq!((s.slots[0].sessions, s.slots[1].sessions), (3, 3));
+    assert_eq!((s.sessions.counts()[0], s.sessions.counts()[1]), (3, 3));
     assert_eq!(s.placement("s1").unwrap().worker.slot, 1);
 }
 
@@ -195,7 +201,7 @@ fn a_hint_session_that_received_a_ref_stays_on_its_worker() {
     start_all(&mut s);
     let (a, _ra) = job(Some("h"));
     let on = s.submit(a).unwrap();
-    s.hold_state(&"h".into(), on.at);
+    assert!(s.note_refs(&"h".into(), 0, on.at).is_none());
     let (b, _rb) = job(Some("h"));
     assert!(
         s.submit(b).is_none(),
@@ -224,7 +230,7 @@ fn a_ref_from_a_worker_that_died_meanwhile_loses_the_session_at_once() {
         "h was not bound to 0 any more"
     );
     // The first call's reply, decoded now, carried a ref of slot 0's dead worker.
-    s.hold_state(&"h".into(), on0.at);
+    assert!(s.note_refs(&"h".into(), 0, on0.at).is_none());
     assert_eq!(labels(&mut events), ["Lost(h)"]);
     let (c, mut rc) = job(Some("h"));
     assert!(s.submit(c).is_none());
@@ -232,7 +238,7 @@ fn a_ref_from_a_worker_that_died_meanwhile_loses_the_session_at_once() {
         error_of(&mut rc),
         Some(Error::SessionWorkerUnavailable { .. })
     ));
-    assert_eq!(s.slots[1].sessions, 0);
+    assert_eq!(s.sessions.counts()[1], 0);
 }
 
 #[test]
@@ -302,23 +308,162 @@ fn forgetting_a_session_releases_its_state_only_where_it_lives() {
     let (a, _ra) = job(Some("free"));
     let on = s.submit(a).unwrap();
     assert!(s.next_call(on.at).is_none());
-    let (release, _) = job(Some("free"));
     assert!(
-        s.forget("free", release).is_none(),
+        s.forget("free", 0, || release("free")).is_empty(),
         "a stateless session holds nothing"
     );
     let (mut push, _rp) = job(Some("held"));
     push.keeps_state = true;
     let on = s.submit(push).unwrap();
-    let (mut release, _) = job(Some("held"));
-    release.detached = true;
     assert!(
-        s.forget("held", release).is_none(),
+        s.forget("held", 0, || release("held")).is_empty(),
         "its worker is busy: the release waits"
     );
     let released = s.next_call(on.at).expect("then it runs there");
     assert_eq!(released.pin, Some(on.at));
     assert!(s.placement("held").is_none());
+}
+
+#[test]
+fn refs_on_a_second_worker_lose_the_session_and_free_its_place_on_the_first() {
+    let (mut s, _events) = schedule(2, Affinity::Hint, 10);
+    start_all(&mut s);
+    let (a, _ra) = job(Some("h"));
+    let on0 = s.submit(a).unwrap();
+    let (b, _rb) = job(Some("h"));
+    let on1 = s.submit(b).unwrap();
+    assert_eq!(on1.at.slot, 1, "h moved to the idle worker");
+    assert!(s.note_refs(&"h".into(), 0, on0.at).is_none()); // bound back to 0, stateful
+    assert!(s.note_refs(&"h".into(), 0, on1.at).is_none()); // refs on 1 too
+    assert_eq!(s.sessions.counts(), [1, 0]);
+    let _ = s.worker_lost(1, LossReason::HeartbeatTimeout, Vec::new(), Next::Restart);
+    assert!(s.placement("h").unwrap().lost.is_some());
+    assert_eq!(s.sessions.counts(), [0, 0], "h is lost: no slot holds it");
+}
+
+#[test]
+fn a_reply_of_an_earlier_incarnation_never_moves_or_marks_the_new_one() {
+    let (mut s, _events) = schedule(2, Affinity::Hint, 10);
+    start_all(&mut s);
+    let (mut push, _rp) = job(Some("h"));
+    push.keeps_state = true;
+    let on0 = s.submit(push).unwrap();
+    let (a, _ra) = job(Some("h"));
+    assert!(s.submit(a).is_none(), "waits for slot 0");
+    assert!(s.forget("h", 0, || release("h")).is_empty());
+    let (mut b, _rb) = job(Some("h"));
+    b.incarnation = 1; // the handle after its reset
+    let on1 = s.submit(b).unwrap();
+    assert_eq!(on1.at.slot, 1, "the new incarnation is placed afresh");
+    let orphan = s.next_call(on0.at).unwrap();
+    assert!(orphan.orphan, "a belongs to the old incarnation");
+    // Its reply carried a ref (released right after, by the RELEASE behind it).
+    assert!(s.note_refs(&"h".into(), 0, on0.at).is_none());
+    let p = s.placement("h").unwrap();
+    assert_eq!((p.worker.slot, p.holds_state), (1, false));
+}
+
+#[test]
+fn a_release_waits_in_a_full_queue_and_never_times_out() {
+    let (mut s, mut events) = schedule(1, Affinity::Hint, 1);
+    start_all(&mut s);
+    let (mut push, _rp) = job(Some("h"));
+    push.keeps_state = true;
+    let _on0 = s.submit(push).unwrap();
+    let (other, _ro) = job(Some("x"));
+    assert!(s.submit(other).is_none(), "the queue is full now (1)");
+    labels(&mut events);
+    assert!(s.forget("h", 0, || release("h")).is_empty());
+    assert_eq!(s.stats().queued, 2, "the release waits for h's worker");
+    assert!(
+        labels(&mut events).is_empty(),
+        "no PoolSaturated for a release"
+    );
+    s.expire(Instant::now() + Duration::from_secs(7200));
+    assert_eq!(s.stats().queued, 1, "x timed out, the release still waits");
+}
+
+#[test]
+fn full_strength_comes_when_a_starting_worker_stops_for_good() {
+    let (mut s, _events) = schedule(2, Affinity::Hint, 10);
+    assert!(start(&mut s, 0).is_none());
+    let (tx, mut rx) = oneshot::channel();
+    s.wait_full_strength(tx);
+    let _ = s.worker_lost(1, LossReason::StartupTimeout, Vec::new(), Next::Stop);
+    assert!(matches!(s.phase(), Phase::Running));
+    assert!(
+        matches!(rx.try_recv(), Ok(Ok(()))),
+        "every live slot is ready"
+    );
+}
+
+#[test]
+fn a_pool_is_drained_when_its_last_busy_worker_dies_during_the_drain() {
+    let (mut s, _events) = schedule(1, Affinity::Hint, 10);
+    start_all(&mut s);
+    let (a, _ra) = job(None);
+    let _on0 = s.submit(a).unwrap();
+    assert!(!s.begin_shutdown());
+    let _ = s.worker_lost(0, LossReason::HeartbeatTimeout, Vec::new(), Next::Stop);
+    assert!(
+        s.take_drained(),
+        "nothing runs any more: the pool may stop at once"
+    );
+}
+
+#[test]
+fn a_ref_reported_for_an_unplaced_session_places_it_where_the_ref_lives() {
+    let (mut s, mut events) = schedule(3, Affinity::Hint, 10);
+    start_all(&mut s);
+    let (a, _ra) = job(Some("h"));
+    let on0 = s.submit(a).unwrap();
+    let (b, _rb) = job(Some("h"));
+    let on1 = s.submit(b).unwrap();
+    assert_eq!((on0.at.slot, on1.at.slot), (0, 1), "h moved to 1 with b");
+    labels(&mut events);
+    let _ = s.worker_lost(1, LossReason::HeartbeatTimeout, Vec::new(), Next::Restart);
+    assert_eq!(labels(&mut events), ["WorkerExited(p/1#0)", "Lost(h)"]);
+    assert!(
+        s.placement("h").is_none(),
+        "stateless: placed afresh by its next call"
+    );
+    // a's reply carried a ref of h issued by slot 0.
+    assert!(s.next_call(on0.at).is_none());
+    assert!(s.note_refs(&"h".into(), 0, on0.at).is_none());
+    let p = s.placement("h").expect("placed where its state is");
+    assert_eq!((p.worker.slot, p.holds_state), (0, true));
+    // A context push carrying that ref, then a call: both on slot 0.
+    let (mut push, _rp) = job(Some("h"));
+    push.keeps_state = true;
+    push.pin = Some(on0.at);
+    let p = s.submit(push).unwrap();
+    assert_eq!(p.at.slot, 0);
+    assert!(s.next_call(p.at).is_none());
+    let (c, _rc) = job(Some("h"));
+    assert_eq!(
+        s.submit(c).unwrap().at.slot,
+        0,
+        "it runs inside its context"
+    );
+}
+
+#[test]
+fn a_shutdown_reports_no_loss_for_refs_that_arrive_late() {
+    let (mut s, mut events) = schedule(2, Affinity::Hint, 10);
+    start_all(&mut s);
+    let (a, _ra) = job(Some("h"));
+    let on0 = s.submit(a).unwrap();
+    let (b, _rb) = job(Some("h"));
+    let _on1 = s.submit(b).unwrap();
+    assert!(!s.begin_shutdown());
+    s.stopping();
+    s.worker_stopped(0);
+    labels(&mut events);
+    assert!(s.note_refs(&"h".into(), 0, on0.at).is_none());
+    assert!(
+        labels(&mut events).is_empty(),
+        "no SessionWorkerUnavailable"
+    );
 }
 
 // ----- the model ----------------------------------------------------------------------------------
@@ -384,6 +529,8 @@ struct ModelSession {
     /// Calls numbered up to this were made before its last reset: they belong to its previous
     /// incarnation and still run where they were going.
     reset_at: u64,
+    /// Its current incarnation (its handle draws a new one at every reset).
+    incarnation: u64,
 }
 
 struct Model {
@@ -391,18 +538,25 @@ struct Model {
     schedule: Schedule,
     events: EventStream,
     sessions: Vec<ModelSession>,
-    /// The call each worker runs: (session, seq, detached).
-    running: Vec<Option<(Option<usize>, u64, bool)>>,
+    /// The call each worker runs.
+    running: Vec<Option<Running>>,
+    /// Incarnations handed out so far.
+    incarnations: u64,
     /// Highest seq of a stateful session's call that ran on each slot.
     last_on: HashMap<(usize, usize), u64>,
     /// Calls still waiting for a worker, by seq: their session, refs' worker, affinity.
     waiting: HashMap<u64, Waiting>,
 }
 
+/// A call a worker runs: (session, seq, detached, incarnation).
+type Running = (Option<usize>, u64, bool, u64);
+
 struct Waiting {
     s: Option<usize>,
     pin: Option<SlotGen>,
     affinity: Affinity,
+    /// A release sent for a forgotten session: refused if its worker is gone, and nobody minds.
+    release: bool,
     rx: Rx,
 }
 
@@ -415,6 +569,7 @@ impl Model {
             events,
             sessions: vec![ModelSession::default(); SESSIONS],
             running: vec![None; SLOTS],
+            incarnations: 0,
             last_on: HashMap::new(),
             waiting: HashMap::new(),
         }
@@ -432,7 +587,7 @@ impl Model {
         prop_assert_eq!(a.at.generation, self.schedule.slots[slot].generation);
         let s = Self::session_of(&a.job);
         self.waiting.remove(&a.job.seq);
-        self.running[slot] = Some((s, a.job.seq, a.job.detached));
+        self.running[slot] = Some((s, a.job.seq, a.job.detached, a.job.incarnation));
         if let Some(pin) = a.job.pin {
             prop_assert_eq!(pin, a.at, "a call with refs runs where they live");
         }
@@ -470,6 +625,7 @@ impl Model {
     ) -> Result<(), TestCaseError> {
         let id = s.map(|s| format!("s{s}"));
         let (mut j, mut rx) = job(id.as_deref());
+        j.incarnation = s.map_or(0, |s| self.sessions[s].incarnation);
         j.affinity = affinity;
         j.keeps_state = push && s.is_some();
         let pin = s
@@ -510,6 +666,7 @@ impl Model {
                     s,
                     pin,
                     affinity,
+                    release: false,
                     rx,
                 };
                 self.waiting.insert(seq, w);
@@ -550,7 +707,7 @@ impl Model {
     }
 
     fn answer(&mut self, slot: usize, issue_ref: bool) -> Result<(), TestCaseError> {
-        let Some((s, _, detached)) = self.running[slot].take() else {
+        let Some((s, _, detached, incarnation)) = self.running[slot].take() else {
             return Ok(());
         };
         let at = self.schedule.slots[slot].at(slot);
@@ -565,10 +722,12 @@ impl Model {
         if !self.sessions[s].stateful && !self.sessions[s].lost {
             self.sessions[s].home = self.schedule.placement(&id).map(|p| p.worker.at());
         }
-        let woken = self.schedule.hold_state(&id, at);
+        let woken = self.schedule.note_refs(&id, incarnation, at);
         let m = &mut self.sessions[s];
-        if m.lost || m.home.is_none() {
-            return Ok(()); // lost or reset meanwhile: that state is not the session's any more
+        if m.lost || incarnation != m.incarnation {
+            // Lost or reset meanwhile: that state is not the session's any more.
+            prop_assert!(woken.is_none());
+            return Ok(());
         }
         m.refs.push(at);
         if m.home == Some(at) {
@@ -640,27 +799,48 @@ impl Model {
     }
 
     fn reset(&mut self, s: usize) -> Result<(), TestCaseError> {
-        let (mut release, rx) = job(Some(&format!("s{s}")));
-        release.detached = true;
-        let queued = self.schedule.queue.len();
-        let seq = self.schedule.next_seq + 1;
-        let home = self.sessions[s].home;
-        match self.schedule.forget(&format!("s{s}"), release) {
-            Some(a) => self.ran(a)?,
-            None if self.schedule.queue.len() > queued => {
-                // The release waits for the session's worker, pinned there.
-                let w = Waiting {
-                    s: None,
-                    pin: home,
-                    affinity: Affinity::StrictQueue,
-                    rx,
-                };
-                self.waiting.insert(seq, w);
+        let id = format!("s{s}");
+        let made = std::cell::RefCell::new(Vec::new());
+        let first = self.schedule.next_seq + 1;
+        let release = || {
+            let (job, rx) = job(Some(&id));
+            made.borrow_mut().push(rx);
+            Job {
+                detached: true,
+                ..job
             }
-            None => {}
+        };
+        let runnable = self
+            .schedule
+            .forget(&id, self.sessions[s].incarnation, release);
+        let ran: BTreeSet<u64> = runnable.iter().map(|a| a.job.seq).collect();
+        for a in runnable {
+            self.ran(a)?;
         }
+        for (k, mut rx) in made.into_inner().into_iter().enumerate() {
+            let seq = first + k as u64;
+            if ran.contains(&seq) {
+                continue;
+            }
+            match error_of(&mut rx) {
+                Some(Error::SessionWorkerUnavailable { .. }) => {}
+                Some(e) => return Err(TestCaseError::fail(format!("release refused: {e:?}"))),
+                None => {
+                    let w = Waiting {
+                        s: None,
+                        pin: None,
+                        affinity: Affinity::StrictQueue,
+                        release: true,
+                        rx,
+                    };
+                    self.waiting.insert(seq, w);
+                }
+            }
+        }
+        self.incarnations += 1;
         self.sessions[s] = ModelSession {
             reset_at: self.schedule.next_seq,
+            incarnation: self.incarnations,
             ..ModelSession::default()
         };
         Ok(())
@@ -686,6 +866,12 @@ impl Model {
                 m.home = p.map(|p| p.worker.at());
             }
         }
+        let sessions = &self.schedule.sessions;
+        prop_assert_eq!(
+            sessions.counts(),
+            &sessions.recount()[..],
+            "sessions per slot"
+        );
         for (slot, st) in self.schedule.slots.iter().enumerate() {
             if st.is_idle() {
                 prop_assert!(
@@ -709,13 +895,14 @@ impl Model {
         }
         for (seq, e) in answered {
             let w = self.waiting.remove(&seq).expect("listed above");
-            // A call of a session's previous incarnation is routed as that incarnation was.
+            // A call of a session's previous incarnation is routed as that incarnation was, and a
+            // release finds the worker it was for gone.
             let lost_then =
                 w.s.is_some_and(|s| self.sessions[s].lost || seq <= self.sessions[s].reset_at);
             match e {
                 Error::SessionWorkerUnavailable { .. } => {
                     prop_assert!(
-                        lost_then || self.dead(w.pin),
+                        lost_then || w.release || self.dead(w.pin),
                         "a waiting call of {:?} refused",
                         w.s
                     );

@@ -13,7 +13,7 @@ use crate::env::Env;
 use crate::placement::Placement;
 use crate::{MIB, SMALL_ARG};
 
-pub use tokio_floor::TokioFloor;
+pub use tokio_floor::{shared_by_tasks, TokioFloor};
 
 pub struct Floor {
     child: Child,

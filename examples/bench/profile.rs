@@ -8,11 +8,20 @@ use pyvisor::Session;
 
 use crate::cli::die;
 use crate::env::Bench;
-use crate::floor::{floor_ready, TokioFloor};
+use crate::floor::{floor_ready, shared_by_tasks, TokioFloor};
 use crate::proc::{usage, vm_rss_kib};
 use crate::{SMALL_ARG, THROUGHPUT_SESSIONS};
 pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
     let (env, place, rt) = (b.env, b.place, b.rt);
+    // `VARIANT@W`: the throughput loops with W workers (default 1).
+    let (variant, workers) = match variant.split_once('@') {
+        Some((v, w)) => (
+            v,
+            w.parse()
+                .unwrap_or_else(|_| die("--loop VARIANT@W: W a number")),
+        ),
+        None => (variant, 1usize),
+    };
     let t0;
     let u0;
     match variant {
@@ -65,10 +74,38 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
                 }
             });
         }
+        "floor-lockstep" => {
+            // The throughput workload's floor: one std thread per worker, in lock-step.
+            let mut floors: Vec<_> = (0..workers).map(|i| floor_ready(env, place, i)).collect();
+            u0 = usage();
+            t0 = Instant::now();
+            std::thread::scope(|scope| {
+                for f in floors.iter_mut() {
+                    scope.spawn(move || {
+                        for _ in 0..n / workers {
+                            f.sqrt().unwrap();
+                        }
+                    });
+                }
+            });
+        }
+        "floor-tokio-64-tasks" => {
+            // The throughput workload on the least async host (one driver task per worker).
+            let mut floors: Vec<_> = (0..workers).map(|i| floor_ready(env, place, i)).collect();
+            let tf: Vec<_> =
+                rt.block_on(async { floors.iter_mut().map(TokioFloor::from).collect() });
+            u0 = usage();
+            t0 = Instant::now();
+            b.on_task(shared_by_tasks(
+                tf,
+                THROUGHPUT_SESSIONS,
+                n / THROUGHPUT_SESSIONS,
+            ));
+        }
         "pyvisor-64-sessions" => {
-            // The throughput workload's path: 64 sessions calling at once on one worker, so
-            // nearly every call queues and is written by the worker's reader task.
-            let prt = b.start_pinned(env.pool("p", 1));
+            // The throughput workload's path: 64 sessions calling at once on `workers` workers,
+            // so nearly every call queues and is written by a worker's reader task.
+            let prt = b.start_pinned(env.pool("p", workers));
             let sessions: Vec<Session> = (0..THROUGHPUT_SESSIONS)
                 .map(|i| prt.session("p", format!("s{i}")).unwrap())
                 .collect();
@@ -94,7 +131,7 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
         }
         other => die(&format!(
             "--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions|\
-             pyvisor-64-sessions, not {other}"
+             pyvisor-64-sessions[@W]|floor-lockstep[@W]|floor-tokio-64-tasks[@W], not {other}"
         )),
     }
     let secs = t0.elapsed().as_secs_f64();

@@ -1,5 +1,6 @@
 //! Throughput with 1, 2, 4 workers: many pyvisor sessions calling in a loop, against floor
-//! threads in lock-step (and, for one worker, a floor with requests pipelined).
+//! threads in lock-step, against a tokio floor (tasks sharing one driver task per worker), and,
+//! for one worker, against a floor with requests pipelined.
 
 use std::io::Write;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use pyvisor::Session;
 
 use crate::env::Bench;
-use crate::floor::{floor_ready, wire, Floor};
+use crate::floor::{floor_ready, shared_by_tasks, wire, Floor, TokioFloor};
 use crate::report::{fmt_num, Better, Report};
 use crate::stats::Reps;
 use crate::{PIPELINE_DEPTH, SMALL_ARG, THROUGHPUT_SESSIONS};
@@ -21,6 +22,10 @@ pub fn throughput(b: &Bench, reps: usize, rep: &mut Report) {
         );
         let mut r = Reps::default();
         let mut floors: Vec<Floor> = (0..w).map(|i| floor_ready(b.env, b.place, i)).collect();
+        // Separate workers for the tokio floor: it takes their pipes.
+        let mut async_floors: Vec<Floor> = (0..w).map(|i| floor_ready(b.env, b.place, i)).collect();
+        let mut tokio_floors: Vec<TokioFloor> =
+            b.rt.block_on(async { async_floors.iter_mut().map(TokioFloor::from).collect() });
         let prt = b.start_pinned(b.env.pool("tput", w));
         let sessions: Vec<Session> = (0..THROUGHPUT_SESSIONS)
             .map(|i| prt.session("tput", format!("t{i}")).unwrap())
@@ -29,6 +34,13 @@ pub fn throughput(b: &Bench, reps: usize, rep: &mut Report) {
             r.add("floor", floor_lockstep(&mut floors, sz.tput_calls / w));
             let per = sz.tput_calls / THROUGHPUT_SESSIONS;
             r.add("pyvisor", sessions_in_loop(b, &sessions, per));
+            let (rate, back) = b.rt.block_on(shared_by_tasks(
+                std::mem::take(&mut tokio_floors),
+                THROUGHPUT_SESSIONS,
+                per,
+            ));
+            tokio_floors = back;
+            r.add("floor_tokio", rate);
             if w == 1 {
                 r.add(
                     "floor_pipelined",
@@ -39,6 +51,8 @@ pub fn throughput(b: &Bench, reps: usize, rep: &mut Report) {
         b.rt.block_on(prt.shutdown());
         drop(sessions);
         drop(floors);
+        drop(tokio_floors);
+        drop(async_floors);
         let label =
             format!("throughput, {w} worker(s), {THROUGHPUT_SESSIONS} sessions (floor: lock-step)");
         let (p, f) = (r.get("pyvisor"), r.get("floor"));
@@ -47,6 +61,14 @@ pub fn throughput(b: &Bench, reps: usize, rep: &mut Report) {
             fmt_num(p.unwrap_or(f64::NAN) / w as f64),
             fmt_num(f.unwrap_or(f64::NAN) / w as f64)
         );
+        rep.row(
+            format!("throughput, {w} worker(s), {THROUGHPUT_SESSIONS} sessions vs a tokio floor ({THROUGHPUT_SESSIONS} tasks, a driver task per worker)"),
+            "calls/s",
+            p,
+            r.get("floor_tokio"),
+            Better::Higher,
+        )
+        .note = "the least an async host does with one call in flight per worker".into();
         if w == 1 {
             rep.row(
                 format!("throughput, 1 worker, {THROUGHPUT_SESSIONS} sessions vs floor pipelined {PIPELINE_DEPTH} deep"),

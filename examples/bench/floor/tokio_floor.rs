@@ -51,3 +51,50 @@ impl TokioFloor {
         wire::f64_of(body)
     }
 }
+
+/// The least an async host does for the throughput workload: `tasks` tokio tasks, task `i`
+/// bound to floor `i % floors.len()`, each making `per` small calls; one driver task per floor
+/// writes a request, reads its reply and answers the calling task over a oneshot (one call in
+/// flight per worker, as pyvisor). Returns calls per second and the floors, for the next run.
+pub async fn shared_by_tasks(
+    floors: Vec<TokioFloor>,
+    tasks: usize,
+    per: usize,
+) -> (f64, Vec<TokioFloor>) {
+    type Ask = tokio::sync::oneshot::Sender<f64>;
+    let t0 = std::time::Instant::now();
+    let mut queues = Vec::new();
+    let mut drivers = Vec::new();
+    for mut f in floors {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ask>();
+        queues.push(tx);
+        drivers.push(tokio::spawn(async move {
+            while let Some(ask) = rx.recv().await {
+                let _ = ask.send(f.sqrt().await.unwrap());
+            }
+            f
+        }));
+    }
+    let callers: Vec<_> = (0..tasks)
+        .map(|i| {
+            let q = queues[i % queues.len()].clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    q.send(tx).unwrap();
+                    let _: f64 = rx.await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await.unwrap();
+    }
+    let rate = (tasks * per) as f64 / t0.elapsed().as_secs_f64();
+    drop(queues);
+    let mut back = Vec::new();
+    for d in drivers {
+        back.push(d.await.unwrap());
+    }
+    (rate, back)
+}

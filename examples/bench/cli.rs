@@ -89,7 +89,7 @@ impl Opts {
                     println!(
                         "bench [--smoke] [--pin same|split|none] [--json FILE] [--reps N] \
                          [--only start,dspy,small,throughput,bytes,ndarray,restart,template,routing,baselines] \
-                         [--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions N] [--worker-dir DIR]"
+                         [--loop floor|floor-tokio|pyvisor|pyvisor-nosession|pyvisor-10-sessions|pyvisor-64-sessions[@W]|floor-lockstep[@W]|floor-tokio-64-tasks[@W] N] [--worker-dir DIR]"
                     );
                     std::process::exit(0);
                 }

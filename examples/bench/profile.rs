@@ -10,6 +10,7 @@ use crate::cli::die;
 use crate::env::Bench;
 use crate::floor::{floor_ready, shared_by_tasks, TokioFloor};
 use crate::proc::{usage, vm_rss_kib};
+use crate::throughput::floor_lockstep;
 use crate::{SMALL_ARG, THROUGHPUT_SESSIONS};
 pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
     let (env, place, rt) = (b.env, b.place, b.rt);
@@ -79,15 +80,7 @@ pub fn profile_loop(b: &Bench, variant: &str, n: usize) {
             let mut floors: Vec<_> = (0..workers).map(|i| floor_ready(env, place, i)).collect();
             u0 = usage();
             t0 = Instant::now();
-            std::thread::scope(|scope| {
-                for f in floors.iter_mut() {
-                    scope.spawn(move || {
-                        for _ in 0..n / workers {
-                            f.sqrt().unwrap();
-                        }
-                    });
-                }
-            });
+            floor_lockstep(&mut floors, n / workers);
         }
         "floor-tokio-64-tasks" => {
             // The throughput workload on the least async host (one driver task per worker).

@@ -83,7 +83,7 @@ pub fn throughput(b: &Bench, reps: usize, rep: &mut Report) {
 }
 
 /// Calls per second of one std thread per floor worker, each making `per` calls in lock-step.
-fn floor_lockstep(floors: &mut [Floor], per: usize) -> f64 {
+pub fn floor_lockstep(floors: &mut [Floor], per: usize) -> f64 {
     let t0 = Instant::now();
     std::thread::scope(|scope| {
         for f in floors.iter_mut() {
